@@ -1,0 +1,110 @@
+"""Orbax checkpoints of train states, with their config and metrics saved beside them.
+
+:class:`Checkpointer` wraps an ``orbax.checkpoint.CheckpointManager`` whose every step holds the
+state and a JSON ``meta`` (kind, config, fingerprint of the parameter shapes, metrics, whether the
+run finished). :func:`cache_dir_for` keys a directory by the config, so an original or Retrain
+model is trained once and reused; an unfinished run in that directory is resumed.
+"""
+
+import hashlib
+import json
+import os
+import pathlib
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+
+class CheckpointMismatchError(ValueError):
+  pass
+
+
+def config_hash(config: Any) -> str:
+  """Stable 12-hex-digit hash of a JSON-serialisable config."""
+  text = json.dumps(config, sort_keys=True, default=str)
+  return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def cache_dir_for(root: str | os.PathLike, kind: str, config: Any) -> pathlib.Path:
+  """``root/<kind>-<hash of config>``: where a model trained from ``config`` is cached."""
+  return pathlib.Path(root).absolute() / f"{kind}-{config_hash(config)}"
+
+
+def fingerprint(tree) -> dict[str, str]:
+  """Shape and dtype of every leaf, by path: identifies an architecture."""
+  leaves = jax.tree_util.tree_leaves_with_path(tree)
+  return {jax.tree_util.keystr(p): f"{np.dtype(x.dtype).name}{list(np.shape(x))}"
+          for p, x in leaves}
+
+
+def _describe_mismatch(stored: dict, expected: dict) -> str:
+  missing = sorted(set(expected) - set(stored))[:3]
+  extra = sorted(set(stored) - set(expected))[:3]
+  differ = [f"{k}: stored {stored[k]}, expected {expected[k]}"
+            for k in sorted(set(stored) & set(expected)) if stored[k] != expected[k]][:3]
+  return "; ".join(filter(None, [
+      f"missing in checkpoint {missing}" if missing else "",
+      f"not in this model {extra}" if extra else "",
+      ", ".join(differ)]))
+
+
+class Checkpointer:
+  """Saves and restores ``(state, meta)`` pairs under ``directory`` (absolute path)."""
+
+  def __init__(self, directory: str | os.PathLike, *, max_to_keep: int = 2):
+    self.directory = pathlib.Path(directory).absolute()
+    self._manager = ocp.CheckpointManager(
+        self.directory,
+        options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),
+        item_names=("state", "meta"),
+    )
+
+  def latest_step(self) -> int | None:
+    return self._manager.latest_step()
+
+  def save(self, step: int, state, meta: dict) -> None:
+    """Saves asynchronously; returns once the arrays are copied off the devices."""
+    meta = {**meta, "step": int(step), "fingerprint": fingerprint(state)}
+    self._manager.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
+
+  def meta(self, step: int | None = None) -> dict | None:
+    step = self.latest_step() if step is None else step
+    if step is None:
+      return None
+    restored = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+    return restored["meta"]
+
+  def restore(self, abstract_state, step: int | None = None):
+    """Restores onto the structure, shapes and shardings of ``abstract_state``.
+
+    Raises:
+      FileNotFoundError: no checkpoint in the directory.
+      CheckpointMismatchError: the checkpoint holds another architecture (names the leaves).
+    """
+    step = self.latest_step() if step is None else step
+    if step is None:
+      raise FileNotFoundError(f"checkpoint: no checkpoint in {self.directory}.")
+    stored, expected = self.meta(step)["fingerprint"], fingerprint(abstract_state)
+    if stored != expected:
+      raise CheckpointMismatchError(
+          f"checkpoint: {self.directory} step {step} holds another architecture than the one "
+          f"requested ({_describe_mismatch(stored, expected)}).")
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract_state)
+    restored = self._manager.restore(
+        step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
+    return restored["state"]
+
+  def wait(self) -> None:
+    self._manager.wait_until_finished()
+
+  def close(self) -> None:
+    self._manager.close()
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    self.close()

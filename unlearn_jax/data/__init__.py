@@ -1,0 +1,1 @@
+"""Data: TFDS sources, forget-set specifications and splits, batching by index."""

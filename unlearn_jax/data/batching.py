@@ -1,0 +1,75 @@
+"""Batching by index from in-memory arrays.
+
+A :class:`Stream` turns a global step number into a batch, so the data a step sees is a pure
+function of (seed, stream name, step): resuming at step s replays exactly the batches an
+uninterrupted run would see. Every epoch is a fresh permutation; the last batch of an epoch is
+padded to the full batch size with ``mask = 0`` so shapes never change (no recompilation).
+"""
+
+import functools
+import math
+
+import numpy as np
+
+from unlearn_jax import seeding
+from unlearn_jax.data.datasets import ArrayDataset
+
+Batch = dict[str, np.ndarray]
+
+
+def pad_to_multiple(n: int, multiple: int) -> int:
+  return int(math.ceil(n / multiple) * multiple)
+
+
+def gather(data: ArrayDataset, index: np.ndarray, batch_size: int | None = None) -> Batch:
+  """Batch of ``data[index]``, padded to ``batch_size`` rows with ``mask`` 0."""
+  batch_size = batch_size or len(index)
+  pad = batch_size - len(index)
+  if pad < 0:
+    raise ValueError(f"batch_size {batch_size} is smaller than the {len(index)} indices.")
+  padded = np.concatenate([index, np.zeros(pad, dtype=np.int64)]).astype(np.int64)
+  mask = np.concatenate([np.ones(len(index)), np.zeros(pad)]).astype(np.float32)
+  return {"image": data.images[padded], "label": data.labels[padded], "mask": mask}
+
+
+class Stream:
+  """Batches of ``data`` addressed by step number, reshuffled every epoch.
+
+  Args:
+    data: the examples.
+    batch_size: rows per batch (the last batch of an epoch is padded with mask 0).
+    seed, name: the epoch order is a function of (seed, name, epoch) alone.
+    shuffle: permute each epoch (else keep the stored order).
+  """
+
+  def __init__(self, data: ArrayDataset, batch_size: int, *, seed: int, name: str,
+               shuffle: bool = True):
+    if len(data) == 0:
+      raise ValueError(f"stream '{name}': no examples to batch.")
+    if batch_size <= 0:
+      raise ValueError(f"stream '{name}': batch_size must be positive, got {batch_size}.")
+    self.data, self.batch_size, self.seed, self.name, self.shuffle = (
+        data, batch_size, seed, name, shuffle)
+
+  @property
+  def steps_per_epoch(self) -> int:
+    return int(math.ceil(len(self.data) / self.batch_size))
+
+  @functools.lru_cache(maxsize=2)  # noqa: B019  (one stream lives for one run)
+  def order(self, epoch: int) -> np.ndarray:
+    n = len(self.data)
+    if not self.shuffle:
+      return np.arange(n)
+    return seeding.host_rng(self.seed, "stream", self.name, epoch).permutation(n)
+
+  def batch(self, step: int) -> Batch:
+    """The batch of global ``step`` (epochs cycle, so a shorter stream repeats)."""
+    epoch, b = divmod(step, self.steps_per_epoch)
+    index = self.order(epoch)[b * self.batch_size:(b + 1) * self.batch_size]
+    return gather(self.data, index, self.batch_size)
+
+
+def iterate(data: ArrayDataset, batch_size: int):
+  """All of ``data`` in stored order, in padded batches (for evaluation)."""
+  for start in range(0, len(data), batch_size):
+    yield gather(data, np.arange(start, min(start + batch_size, len(data))), batch_size)

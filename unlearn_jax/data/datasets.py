@@ -1,0 +1,146 @@
+"""Datasets as in-memory arrays, loaded through TFDS.
+
+Every dataset comes in through a TFDS builder that writes ``array_record`` files and is read back
+with ``tfds.data_source`` into NumPy arrays once: images float32 in [0, 1], shape [N, H, W, C];
+labels int32. Small image datasets are then batched by index (see :mod:`batching`).
+
+Names:
+  ``digits``, ``fashion_mnist``: the project's own builders (:mod:`builders`): offline, no TF.
+  ``cifar10``, ``cifar100``, ``svhn_cropped``, ``mnist``, ``tfds/fashion_mnist``: TFDS's
+  built-in builders; preparing them needs TensorFlow (``pip install unlearn_jax[tf]``) and
+  network access (``download=True``) or the original archives in ``manual_dir``.
+"""
+
+import dataclasses
+import os
+import pathlib
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from unlearn_jax.data import builders
+
+PROJECT_BUILDERS = {"digits": builders.UnlearnDigits, "fashion_mnist": builders.UnlearnFashionMnist}
+
+# name -> (TFDS name, channel mean, channel std). CIFAR-10 uses the ImageNet statistics, as the
+# Spotter reference code does; the others use their own training-set statistics.
+BUILTIN = {
+    "cifar10": ("cifar10", (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    "cifar100": ("cifar100", (0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761)),
+    "svhn_cropped": ("svhn_cropped", (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970)),
+    "mnist": ("mnist", (0.1307,), (0.3081,)),
+    "tfds/fashion_mnist": ("fashion_mnist", (0.2860,), (0.3530,)),
+}
+DATASET_NAMES = (*PROJECT_BUILDERS, *BUILTIN)
+
+
+@dataclasses.dataclass(frozen=True)
+class ArrayDataset:
+  """Images float32 [N, H, W, C] in [0, 1] and int32 labels [N]."""
+
+  images: np.ndarray
+  labels: np.ndarray
+
+  def __len__(self) -> int:
+    return len(self.labels)
+
+  def subset(self, index: np.ndarray) -> "ArrayDataset":
+    return ArrayDataset(self.images[index], self.labels[index])
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+  """A dataset's train and test arrays with what a model needs to know about them."""
+
+  name: str
+  train: ArrayDataset
+  test: ArrayDataset
+  class_names: tuple[str, ...]
+  mean: tuple[float, ...]
+  std: tuple[float, ...]
+
+  @property
+  def num_classes(self) -> int:
+    return len(self.class_names)
+
+  @property
+  def image_shape(self) -> tuple[int, int, int]:
+    return tuple(self.train.images.shape[1:])
+
+
+def _read_split(source) -> ArrayDataset:
+  records = source.__getitems__(range(len(source)))
+  images = np.stack([r["image"] for r in records])
+  labels = np.asarray([r["label"] for r in records], dtype=np.int32)
+  return ArrayDataset(images.astype(np.float32) / 255.0, labels)
+
+
+def _channel_stats(images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
+  mean = images.mean(axis=(0, 1, 2), dtype=np.float64)
+  std = images.std(axis=(0, 1, 2), dtype=np.float64)
+  return tuple(round(float(m), 4) for m in mean), tuple(round(float(s), 4) for s in std)
+
+
+def _prepare_builtin(tfds_name: str, data_dir, manual_dir, download: bool):
+  try:
+    import tensorflow  # noqa: F401  (TFDS's built-in builders need it to prepare data)
+  except ImportError as e:
+    raise ImportError(
+        f"Preparing the built-in TFDS dataset '{tfds_name}' needs TensorFlow: "
+        "pip install 'unlearn_jax[tf]'.") from e
+  builder = tfds.builder(tfds_name, data_dir=data_dir, file_format="array_record")
+  if not builder.is_prepared():
+    if not download and manual_dir is None:
+      raise FileNotFoundError(
+          f"dataset '{tfds_name}' is not prepared in {builder.data_dir}. Pass download=True "
+          "(needs network access) or manual_dir= a folder holding its original archive.")
+    config = tfds.download.DownloadConfig(manual_dir=manual_dir)
+    if not download:
+      config = tfds.download.DownloadConfig(
+          manual_dir=manual_dir, download_mode=tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS)
+    builder.download_and_prepare(download_config=config)
+  return builder
+
+
+def load_dataset(
+    name: str,
+    *,
+    data_dir: str | os.PathLike | None = None,
+    source_dir: str | os.PathLike | None = None,
+    manual_dir: str | os.PathLike | None = None,
+    download: bool = False,
+) -> Dataset:
+  """Prepares (once) and loads a dataset into memory.
+
+  Args:
+    name: one of :data:`DATASET_NAMES`.
+    data_dir: TFDS data directory (default: TFDS's, ``~/tensorflow_datasets`` or $TFDS_DATA_DIR).
+    source_dir: for ``fashion_mnist``, a folder with the four IDX files (default: Debian's).
+    manual_dir: for built-in datasets, a folder holding the original archive.
+    download: allow built-in datasets to be downloaded.
+
+  Raises:
+    ValueError: unknown ``name``.
+    FileNotFoundError: the source files are missing (the message says how to get them).
+  """
+  if name in PROJECT_BUILDERS:
+    kwargs = {"source_dir": source_dir} if name == "fashion_mnist" else {}
+    if name == "fashion_mnist" and source_dir is not None:
+      folder = pathlib.Path(source_dir)
+      if any(builders.find_idx_file(folder, s) is None
+             for pair in builders.FASHION_MNIST_FILES.values() for s in pair):
+        raise FileNotFoundError(builders.missing_fashion_mnist_message(folder))
+    builder = PROJECT_BUILDERS[name](data_dir=data_dir, file_format="array_record", **kwargs)
+    if not builder.is_prepared():
+      builder.download_and_prepare()
+    stats = None
+  elif name in BUILTIN:
+    tfds_name, *stats = BUILTIN[name]
+    builder = _prepare_builtin(tfds_name, data_dir, manual_dir, download)
+  else:
+    raise ValueError(f"dataset: unknown name {name!r}; known: {', '.join(DATASET_NAMES)}.")
+  sources = builder.as_data_source()
+  train, test = _read_split(sources["train"]), _read_split(sources["test"])
+  mean, std = stats if stats else _channel_stats(train.images)
+  class_names = tuple(builder.info.features["label"].names)
+  return Dataset(name, train, test, class_names, tuple(mean), tuple(std))

@@ -1,0 +1,155 @@
+"""Forget-set specifications and the splits D_f, D_r, D_t^f, D_t^r and a calibration set.
+
+Class unlearning forgets whole classes 𝒞_f: D_f = training examples of 𝒞_f, D_r = the rest,
+D_t^f / D_t^r = test examples of forgotten / kept classes. Random (or explicit) forgetting takes
+D_f from all classes, so D_t^f is empty and D_t^r is the whole test set. The calibration set
+(attacks' held-out kept-class data, papers.md §3.4) is a stratified fraction of D_t^r;
+``test_heldout`` is the rest of D_t^r.
+"""
+
+import dataclasses
+
+import numpy as np
+
+from unlearn_jax import seeding
+from unlearn_jax.data.datasets import ArrayDataset, Dataset
+
+
+@dataclasses.dataclass(frozen=True)
+class ForgetSpec:
+  """What to forget: exactly one of whole ``classes``, a random ``fraction``, or ``indices``.
+
+  ``stratified`` (fraction only) draws the same fraction from every class.
+  """
+
+  classes: tuple[int, ...] = ()
+  fraction: float | None = None
+  indices: tuple[int, ...] = ()
+  stratified: bool = True
+
+  @property
+  def kind(self) -> str:
+    return "classes" if self.classes else "fraction" if self.fraction is not None else "indices"
+
+  def validate(self, num_classes: int, num_train: int) -> None:
+    """Raises ValueError naming the field and what is allowed."""
+    given = [bool(self.classes), self.fraction is not None, bool(self.indices)]
+    if sum(given) != 1:
+      raise ValueError(
+          "forget: give exactly one of forget.classes, forget.fraction or forget.indices "
+          f"(got classes={self.classes}, fraction={self.fraction}, indices of length "
+          f"{len(self.indices)}); an empty forget set is not allowed.")
+    if self.classes:
+      bad = [c for c in self.classes if not 0 <= c < num_classes]
+      if bad:
+        raise ValueError(
+            f"forget.classes: class ids {bad} out of range; allowed 0..{num_classes - 1}.")
+      if len(set(self.classes)) != len(self.classes):
+        raise ValueError(f"forget.classes: repeated class ids in {self.classes}.")
+      if len(set(self.classes)) == num_classes:
+        raise ValueError(
+            f"forget.classes: all {num_classes} classes would be forgotten; keep at least one.")
+    if self.fraction is not None and not 0.0 < self.fraction < 1.0:
+      raise ValueError(f"forget.fraction: {self.fraction} is outside (0, 1).")
+    if self.indices:
+      idx = np.asarray(self.indices)
+      if idx.min() < 0 or idx.max() >= num_train:
+        raise ValueError(f"forget.indices: must lie in 0..{num_train - 1}.")
+      if len(np.unique(idx)) != len(idx):
+        raise ValueError("forget.indices: repeated indices.")
+
+
+@dataclasses.dataclass(frozen=True)
+class Splits:
+  """Index arrays into ``dataset.train`` / ``dataset.test`` and the forgotten classes."""
+
+  dataset: Dataset
+  forget_classes: tuple[int, ...]
+  forget_idx: np.ndarray
+  retain_idx: np.ndarray
+  test_forget_idx: np.ndarray
+  test_retain_idx: np.ndarray
+  calibration_idx: np.ndarray
+
+  @property
+  def forget(self) -> ArrayDataset:
+    return self.dataset.train.subset(self.forget_idx)
+
+  @property
+  def retain(self) -> ArrayDataset:
+    return self.dataset.train.subset(self.retain_idx)
+
+  @property
+  def test_forget(self) -> ArrayDataset:
+    return self.dataset.test.subset(self.test_forget_idx)
+
+  @property
+  def test_retain(self) -> ArrayDataset:
+    return self.dataset.test.subset(self.test_retain_idx)
+
+  @property
+  def calibration(self) -> ArrayDataset:
+    return self.dataset.test.subset(self.calibration_idx)
+
+  @property
+  def test_heldout(self) -> ArrayDataset:
+    """D_t^r without the calibration set (for attacks' retain accuracy)."""
+    return self.dataset.test.subset(np.setdiff1d(self.test_retain_idx, self.calibration_idx))
+
+  @property
+  def kept_classes(self) -> tuple[int, ...]:
+    return tuple(c for c in range(self.dataset.num_classes) if c not in self.forget_classes)
+
+
+def _stratified_sample(labels: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
+  chosen = []
+  for c in np.unique(labels):
+    members = np.flatnonzero(labels == c)
+    k = int(round(fraction * len(members)))
+    chosen.append(rng.choice(members, size=k, replace=False))
+  return np.sort(np.concatenate(chosen))
+
+
+def make_splits(
+    dataset: Dataset, spec: ForgetSpec, *, seed: int, calibration_fraction: float = 0.5
+) -> Splits:
+  """Splits ``dataset`` for unlearning ``spec``; a function of ``seed`` alone.
+
+  Raises:
+    ValueError: an invalid ``spec`` (see :meth:`ForgetSpec.validate`) or calibration_fraction.
+  """
+  train_labels, test_labels = dataset.train.labels, dataset.test.labels
+  spec.validate(dataset.num_classes, len(train_labels))
+  if not 0.0 <= calibration_fraction < 1.0:
+    raise ValueError(f"calibration_fraction: {calibration_fraction} is outside [0, 1).")
+  n = len(train_labels)
+  forget_classes: tuple[int, ...] = ()
+  if spec.kind == "classes":
+    forget_classes = tuple(sorted(spec.classes))
+    forget_idx = np.flatnonzero(np.isin(train_labels, forget_classes))
+  elif spec.kind == "fraction":
+    rng = seeding.host_rng(seed, "forget_fraction")
+    if spec.stratified:
+      forget_idx = _stratified_sample(train_labels, spec.fraction, rng)
+    else:
+      forget_idx = np.sort(rng.choice(n, size=int(round(spec.fraction * n)), replace=False))
+  else:
+    forget_idx = np.sort(np.asarray(spec.indices))
+  if len(forget_idx) == 0:
+    raise ValueError(f"forget: the spec {spec} selects no training example (empty forget set).")
+  retain_idx = np.setdiff1d(np.arange(n), forget_idx)
+  test_is_forget = np.isin(test_labels, forget_classes)
+  test_retain_idx = np.flatnonzero(~test_is_forget)
+  calibration_idx = (
+      _stratified_sample(test_labels[test_retain_idx], calibration_fraction,
+                         seeding.host_rng(seed, "calibration"))
+      if calibration_fraction > 0 else np.zeros(0, np.int64))
+  return Splits(
+      dataset=dataset,
+      forget_classes=forget_classes,
+      forget_idx=forget_idx,
+      retain_idx=retain_idx,
+      test_forget_idx=np.flatnonzero(test_is_forget),
+      test_retain_idx=test_retain_idx,
+      calibration_idx=np.sort(test_retain_idx[calibration_idx]),
+  )

@@ -1,0 +1,57 @@
+"""CIFAR ResNet-18 (He et al., 2016) as in the Spotter reference code (papers.md §2.3).
+
+3×3 stem conv (stride 1, no bias) + BN + ReLU and no max-pool; BasicBlock stages [2, 2, 2, 2]
+of widths (64, 128, 256, 512)·width with strides (1, 2, 2, 2) and 1×1 conv + BN projection
+shortcuts; global average pooling gives the features (512·width), then ``head``. Conv kernels
+are Kaiming-normal (fan_out), the head N(0, 0.01²) with zero bias. Batch norm uses batch
+statistics and updates running averages when ``train=True`` (PyTorch momentum 0.1).
+"""
+
+from collections.abc import Sequence
+from functools import partial
+
+import flax.linen as nn
+
+from unlearn_jax.models.layers import global_avg_pool, normalize
+
+_conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+
+
+class BasicBlock(nn.Module):
+  features: int
+  stride: int
+  norm: type
+
+  @nn.compact
+  def __call__(self, x):
+    conv = partial(nn.Conv, use_bias=False, kernel_init=_conv_init)
+    y = nn.relu(self.norm()(conv(self.features, (3, 3), self.stride, padding=1)(x)))
+    y = self.norm()(conv(self.features, (3, 3), 1, padding=1)(y))
+    if self.stride != 1 or x.shape[-1] != self.features:
+      x = self.norm()(conv(self.features, (1, 1), self.stride)(x))
+    return nn.relu(x + y)
+
+
+class ResNet18(nn.Module):
+  num_classes: int
+  mean: Sequence[float]
+  std: Sequence[float]
+  width: float = 1.0
+  stage_sizes: Sequence[int] = (2, 2, 2, 2)
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    norm = partial(nn.BatchNorm, use_running_average=not train, momentum=0.9, epsilon=1e-5)
+    widths = [int(round(w * self.width)) for w in (64, 128, 256, 512)]
+    x = normalize(x, self.mean, self.std)
+    x = nn.Conv(widths[0], (3, 3), padding=1, use_bias=False, kernel_init=_conv_init,
+                name="stem_conv")(x)
+    x = nn.relu(norm(name="stem_bn")(x))
+    for i, (size, w) in enumerate(zip(self.stage_sizes, widths, strict=True)):
+      for j in range(size):
+        stride = 2 if i > 0 and j == 0 else 1
+        x = BasicBlock(w, stride, norm, name=f"layer{i + 1}_{j}")(x)
+      self.sow("intermediates", f"layer{i + 1}", global_avg_pool(x))
+    features = global_avg_pool(x)
+    head = nn.Dense(self.num_classes, kernel_init=nn.initializers.normal(0.01), name="head")
+    return features, head(features)

@@ -1,0 +1,53 @@
+"""Small models for CPU-scale experiments: a two-block CNN and an MLP.
+
+Both return ``(features, logits)``: features are the penultimate activations, logits come from
+the final Dense named ``head`` (kernel [d, C]). Stage activations are sown into
+``intermediates`` (globally pooled) for per-layer representation metrics.
+"""
+
+from collections.abc import Sequence
+
+import flax.linen as nn
+
+from unlearn_jax.models.layers import global_avg_pool, max_pool_2x2, normalize
+
+
+class SmallCNN(nn.Module):
+  """conv(c1)-relu-pool-conv(c2)-relu-pool-dense(d)-relu → head; no batch norm."""
+
+  num_classes: int
+  mean: Sequence[float]
+  std: Sequence[float]
+  channels: Sequence[int] = (32, 64)
+  hidden: int = 128
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    del train  # No batch norm or dropout.
+    x = normalize(x, self.mean, self.std)
+    for i, c in enumerate(self.channels):
+      x = nn.relu(nn.Conv(c, (3, 3), padding="SAME", name=f"conv{i + 1}")(x))
+      x = max_pool_2x2(x)
+      self.sow("intermediates", f"block{i + 1}", global_avg_pool(x))
+    x = x.reshape(x.shape[0], -1)
+    features = nn.relu(nn.Dense(self.hidden, name="dense")(x))
+    return features, nn.Dense(self.num_classes, name="head")(features)
+
+
+class MLP(nn.Module):
+  """Flatten → [dense-relu]×L → head; no batch norm."""
+
+  num_classes: int
+  mean: Sequence[float]
+  std: Sequence[float]
+  hidden: Sequence[int] = (256, 128)
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    del train
+    x = normalize(x, self.mean, self.std).reshape(x.shape[0], -1)
+    for i, h in enumerate(self.hidden):
+      x = nn.relu(nn.Dense(h, name=f"dense{i + 1}")(x))
+      if i < len(self.hidden) - 1:
+        self.sow("intermediates", f"hidden{i + 1}", x)
+    return x, nn.Dense(self.num_classes, name="head")(x)

@@ -1,0 +1,12 @@
+"""Pure, jit-able objectives: per-example losses, term factories, and their composition."""
+
+from unlearn_jax.objectives.compose import (
+    Context,
+    Objective,
+    Outputs,
+    Term,
+    make_objective,
+    validate_weights,
+)
+
+__all__ = ["Context", "Objective", "Outputs", "Term", "make_objective", "validate_weights"]

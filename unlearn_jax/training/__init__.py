@@ -1,0 +1,1 @@
+"""Training: the train state, the stateless step, sharding over a mesh, the loop, classifiers."""

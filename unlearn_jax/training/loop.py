@@ -1,0 +1,109 @@
+"""The host loop: runs jitted steps over a plan of segments, with progress, NaN stop, hooks,
+periodic checkpoints and exact resume.
+
+A plan is a list of :class:`Segment` s (a method's epochs and phases, or an original model's
+epochs). The global step number ``state.step`` says where a resumed run re-enters the plan; the
+batches are a function of the step (see :class:`unlearn_jax.data.batching.Stream`) and the step's
+randomness is ``fold_in(key, state.step)``, so a resumed run ends bit-identical.
+"""
+
+import dataclasses
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import numpy as np
+from tqdm.auto import tqdm
+
+from unlearn_jax.training.state import TrainState
+
+
+@dataclasses.dataclass(frozen=True)
+class Segment:
+  """``num_steps`` calls of ``step_fn`` on ``batch_fn(i)``, i = 0 … num_steps − 1."""
+
+  name: str
+  step_fn: Callable  # jitted (state, batch, key, frozen) -> (state, metrics)
+  num_steps: int
+  batch_fn: Callable[[int], Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class Hook:
+  """Calls ``fn(step, state) -> dict of floats`` every ``every`` steps and at the end."""
+
+  every: int
+  fn: Callable[[int, TrainState], dict]
+
+
+class NonFiniteLossError(FloatingPointError):
+  pass
+
+
+def _scalars(tree) -> dict[str, float]:
+  return {k: float(np.mean(v)) for k, v in jax.device_get(tree).items()}
+
+
+def run_plan(
+    segments: Sequence[Segment],
+    state: TrainState,
+    *,
+    key: jax.Array,
+    frozen: Any,
+    place_batch: Callable[[Any], Any] = lambda b: b,
+    checkpoint: Callable[[int, TrainState], None] | None = None,
+    checkpoint_every: int = 0,
+    log_every: int = 10,
+    hooks: Sequence[Hook] = (),
+    progress: bool = True,
+    desc: str = "train",
+) -> tuple[TrainState, list[dict]]:
+  """Runs the plan from ``state.step`` to its end.
+
+  Args:
+    place_batch: puts a host batch on devices (e.g. sharded over a mesh).
+    checkpoint: ``fn(step, state)`` called every ``checkpoint_every`` steps (not at the end: the
+      caller saves the final state with its results).
+    log_every: host sync interval: metrics are fetched, checked for NaN/inf and logged.
+
+  Returns:
+    The final state and the logged metrics (one dict per sync, with ``step``).
+
+  Raises:
+    NonFiniteLossError: the loss became NaN or infinite; names the first such step and the terms.
+  """
+  total = sum(s.num_steps for s in segments)
+  start = int(np.asarray(jax.device_get(state.step)).reshape(-1)[0])
+  if start > total:
+    raise ValueError(f"state.step {start} is past the end of the plan ({total} steps).")
+  history: list[dict] = []
+  losses: list[tuple[int, Any]] = []
+  bar = tqdm(total=total, initial=start, desc=desc, disable=not progress, leave=False)
+  offset = 0
+  for segment in segments:
+    begin = max(0, start - offset)
+    for i in range(begin, segment.num_steps):
+      state, metrics = segment.step_fn(state, place_batch(segment.batch_fn(i)), key, frozen)
+      step = offset + i + 1
+      losses.append((step, metrics["loss"]))
+      if step % log_every == 0 or step == total:
+        for s, loss in zip((s for s, _ in losses), jax.device_get([v for _, v in losses])):
+          if not math.isfinite(float(np.mean(loss))):
+            terms = {k: v for k, v in _scalars(metrics).items() if k != "loss"}
+            raise NonFiniteLossError(
+                f"{desc}: the loss became {float(np.mean(loss))} at step {s} (segment "
+                f"'{segment.name}'); last terms {terms}. Lower the learning rate or check the data.")
+        losses.clear()
+        record = {"step": step, "segment": segment.name, **_scalars(metrics)}
+        history.append(record)
+        bar.set_postfix(loss=f"{record['loss']:.4g}")
+      for hook in hooks:
+        if step % hook.every == 0 or step == total:
+          history.append({"step": step, **hook.fn(step, state)})
+      if checkpoint and checkpoint_every and step % checkpoint_every == 0 and step < total:
+        checkpoint(step, state)
+      bar.update(1)
+    offset += segment.num_steps
+  bar.close()
+  return state, history
