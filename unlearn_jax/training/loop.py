@@ -88,12 +88,14 @@ def run_plan(
       step = offset + i + 1
       losses.append((step, metrics["loss"]))
       if step % log_every == 0 or step == total:
-        for s, loss in zip((s for s, _ in losses), jax.device_get([v for _, v in losses])):
+        fetched = jax.device_get([v for _, v in losses])
+        for (s, _), loss in zip(losses, fetched, strict=True):
           if not math.isfinite(float(np.mean(loss))):
             terms = {k: v for k, v in _scalars(metrics).items() if k != "loss"}
             raise NonFiniteLossError(
                 f"{desc}: the loss became {float(np.mean(loss))} at step {s} (segment "
-                f"'{segment.name}'); last terms {terms}. Lower the learning rate or check the data.")
+                f"'{segment.name}'); last terms {terms}. Lower the learning rate or check "
+                "the data.")
         losses.clear()
         record = {"step": step, "segment": segment.name, **_scalars(metrics)}
         history.append(record)

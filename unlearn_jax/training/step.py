@@ -38,8 +38,9 @@ def make_train_step(objective: Objective, tx: optax.GradientTransformation, *,
       grads, metrics, model_state = jax.lax.pmean((grads, metrics, model_state), axis_name)
     metrics["grad_norm"] = optax.global_norm(grads)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
-                              model_state=model_state, opt_state=opt_state)
+    new_state = state.replace(
+        step=state.step + 1, params=optax.apply_updates(state.params, updates),
+        model_state=model_state, opt_state=opt_state)
     return new_state, metrics
 
   return step
