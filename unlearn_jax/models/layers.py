@@ -5,7 +5,9 @@ import jax.numpy as jnp
 
 def normalize(images: jnp.ndarray, mean, std) -> jnp.ndarray:
   """(x − μ) / σ per channel; images arrive in [0, 1]."""
-  return (images - jnp.asarray(mean, images.dtype)) / jnp.asarray(std, images.dtype)
+  shape = (1,) * (images.ndim - 1) + (-1,)
+  mean = jnp.asarray(mean, images.dtype).reshape(shape)
+  return (images - mean) / jnp.asarray(std, images.dtype).reshape(shape)
 
 
 def max_pool_2x2(x: jnp.ndarray) -> jnp.ndarray:

@@ -24,6 +24,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from unlearn_jax.data.augment import random_crop_flip
 from unlearn_jax.models import Model
 
 
@@ -111,6 +112,17 @@ def make_objective(model: Model, terms: Mapping[str, Term], *, bn_train: bool = 
     return total, (model_state, aux)
 
   return objective
+
+
+def with_augmentation(objective: Objective, stream: str) -> Objective:
+  """The same objective with ``stream``'s images randomly cropped and flipped on device first."""
+
+  def augmented(params, model_state, batch, key, frozen):
+    aug_key, key = jax.random.split(key)
+    data = {**batch[stream], "image": random_crop_flip(batch[stream]["image"], aug_key)}
+    return objective(params, model_state, {**batch, stream: data}, key, frozen)
+
+  return augmented
 
 
 jax.tree_util.register_dataclass(Outputs, data_fields=["features", "logits"], meta_fields=[])

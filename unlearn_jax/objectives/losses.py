@@ -22,12 +22,14 @@ def masked_log_softmax(logits: jax.Array, forget_mask: jax.Array) -> jax.Array:
   Equals renormalising softmax(s) after zeroing forget classes (papers.md §2.4), but never reads
   the forget logits, so p̃ cannot depend on them.
   """
-  return jax.nn.log_softmax(jnp.where(forget_mask, -jnp.inf, logits), axis=-1)
+  masked = jnp.where(jnp.broadcast_to(forget_mask, logits.shape), -jnp.inf, logits)
+  return jax.nn.log_softmax(masked, axis=-1)
 
 
 def masked_softmax(logits: jax.Array, forget_mask: jax.Array) -> jax.Array:
   """p̃(x): softmax over the kept logits; forget-class entries exactly 0, rows sum to 1."""
-  return jax.nn.softmax(jnp.where(forget_mask, -jnp.inf, logits), axis=-1)
+  masked = jnp.where(jnp.broadcast_to(forget_mask, logits.shape), -jnp.inf, logits)
+  return jax.nn.softmax(masked, axis=-1)
 
 
 def kl_divergence(target_probs: jax.Array, log_probs: jax.Array) -> jax.Array:

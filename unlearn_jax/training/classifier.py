@@ -6,63 +6,23 @@ Retrain) with one recipe (:class:`Recipe`). :func:`train_classifier` trains one 
 over the devices.
 """
 
-import dataclasses
 from collections.abc import Sequence
 
 import jax
 import numpy as np
 
 from unlearn_jax import seeding
-from unlearn_jax.data.augment import random_crop_flip
 from unlearn_jax.data.batching import Stream
 from unlearn_jax.data.datasets import ArrayDataset
 from unlearn_jax.models import Model
-from unlearn_jax.objectives import make_objective
-from unlearn_jax.objectives import terms as T
+from unlearn_jax.objectives.classifier import WEIGHTS, classifier_objective
+from unlearn_jax.optim import Recipe
 from unlearn_jax.training import sharding
 from unlearn_jax.training.loop import Hook, Segment, run_plan
 from unlearn_jax.training.state import TrainState, create_train_state
-from unlearn_jax.training.step import make_optimizer, make_train_step, piecewise_schedule
+from unlearn_jax.training.step import make_train_step
 
-
-@dataclasses.dataclass(frozen=True)
-class Recipe:
-  """How a classifier is trained. ``decay`` maps epoch → learning-rate factor from that epoch."""
-
-  optimizer: str = "adam"
-  learning_rate: float = 1e-3
-  momentum: float = 0.0
-  weight_decay: float = 0.0
-  epochs: int = 20
-  batch_size: int = 128
-  decay: tuple[tuple[int, float], ...] = ()
-  augment: bool = False  # random crop (pad 4) + flip, for CIFAR-style images
-
-  def steps_per_epoch(self, num_examples: int) -> int:
-    return -(-num_examples // self.batch_size)
-
-  def make_tx(self, num_examples: int, mask=None):
-    spe = self.steps_per_epoch(num_examples)
-    schedule = piecewise_schedule(self.learning_rate, {e * spe: f for e, f in self.decay})
-    return make_optimizer(self.optimizer, learning_rate=schedule, momentum=self.momentum,
-                          weight_decay=self.weight_decay, mask=mask)
-
-
-def classifier_objective(model: Model, *, augment: bool):
-  """CE on the ``train`` stream; with ``augment``, images are cropped/flipped on device first."""
-  base = make_objective(model, {"ce": T.cross_entropy("train")}, bn_train=True)
-  if not augment:
-    return base
-
-  def objective(params, model_state, batch, key, frozen):
-    aug_key, key = jax.random.split(key)
-    train = {**batch["train"], "image": random_crop_flip(batch["train"]["image"], aug_key)}
-    return base(params, model_state, {**batch, "train": train}, key, frozen)
-
-  return objective
-
-
-FROZEN = {"weights": {"ce": 1.0}}
+FROZEN = {"weights": WEIGHTS}
 
 
 def _plan(step_fn, stream: Stream, epochs: int) -> list[Segment]:

@@ -1,10 +1,9 @@
 """The stateless training step and the optimiser pieces it is built from."""
 
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
-import jax.numpy as jnp
 import optax
 
 from unlearn_jax.objectives import Objective
@@ -44,56 +43,3 @@ def make_train_step(objective: Objective, tx: optax.GradientTransformation, *,
     return new_state, metrics
 
   return step
-
-
-class MaskState(NamedTuple):
-  mask: Any  # pytree of {0, 1} arrays shaped like the parameters
-
-
-def mask_updates(mask) -> optax.GradientTransformation:
-  """Multiplies every update by a fixed {0, 1} mask; place it last in the chain.
-
-  After weight decay and momentum, so a masked parameter stays bit-identical (SalUn, CF-k;
-  design.md). The mask lives in the optimiser state, an array argument of the compiled step, so a
-  new mask needs no recompilation.
-  """
-
-  def init_fn(params):
-    del params
-    return MaskState(jax.tree.map(lambda m: jnp.asarray(m, jnp.float32), mask))
-
-  def update_fn(updates, state, params=None):
-    del params
-    return jax.tree.map(lambda u, m: u * m.astype(u.dtype), updates, state.mask), state
-
-  return optax.GradientTransformation(init_fn, update_fn)
-
-
-def make_optimizer(name: str, *, learning_rate: float | optax.Schedule, momentum: float = 0.0,
-                   weight_decay: float = 0.0, mask=None) -> optax.GradientTransformation:
-  """SGD (coupled L2 weight decay, as PyTorch's SGD) or Adam / AdamW, optionally masked.
-
-  Args:
-    name: "sgd", "adam" (coupled L2, PyTorch Adam's ``weight_decay``) or "adamw" (decoupled).
-    mask: optional pytree of {0, 1} like the parameters; masked-out entries never move.
-  """
-  if name == "sgd":
-    parts = [optax.add_decayed_weights(weight_decay) if weight_decay else None,
-             optax.sgd(learning_rate, momentum=momentum or None)]
-  elif name == "adam":
-    parts = [optax.add_decayed_weights(weight_decay) if weight_decay else None,
-             optax.adam(learning_rate)]
-  elif name == "adamw":
-    parts = [optax.adamw(learning_rate, weight_decay=weight_decay)]
-  else:
-    raise ValueError(f"optimizer.name: unknown optimiser {name!r}; allowed: sgd, adam, adamw.")
-  if mask is not None:
-    parts.append(mask_updates(mask))
-  return optax.chain(*[p for p in parts if p is not None])
-
-
-def piecewise_schedule(base: float, boundaries: dict[int, float] | None = None) -> optax.Schedule:
-  """Constant ``base`` learning rate multiplied by ``factor`` from each boundary step on."""
-  if not boundaries:
-    return optax.constant_schedule(base)
-  return optax.piecewise_constant_schedule(base, {int(k): float(v) for k, v in boundaries.items()})

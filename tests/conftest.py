@@ -1,0 +1,40 @@
+"""Test set-up: two CPU devices (as the CLI's default on this 2-core machine), rank promotion
+raises, and session fixtures for the real digits data and a trained original model."""
+
+import os
+
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                           + " --xla_force_host_platform_device_count=2").strip()
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
+
+jax.config.update("jax_numpy_rank_promotion", "raise")
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory):
+  return str(tmp_path_factory.mktemp("tfds"))
+
+
+@pytest.fixture(scope="session")
+def digits(data_dir):
+  from unlearn_jax.data.datasets import load_dataset
+  return load_dataset("digits", data_dir=data_dir)
+
+
+@pytest.fixture(scope="session")
+def digits_model(digits):
+  from unlearn_jax.models import make_model
+  return make_model("small_cnn", num_classes=digits.num_classes, input_shape=digits.image_shape,
+                    mean=digits.mean, std=digits.std)
+
+
+@pytest.fixture(scope="session")
+def digits_original(digits, digits_model):
+  """A small CNN trained on all of digits (≈98% test accuracy): (params, model_state)."""
+  from unlearn_jax.optim import Recipe
+  from unlearn_jax.training.classifier import train_classifier
+  state, _ = train_classifier(digits_model, digits.train, Recipe(epochs=15, batch_size=64),
+                              seed=0, progress=False)
+  return jax.device_get(state.params), jax.device_get(state.model_state)
