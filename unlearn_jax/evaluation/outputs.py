@@ -1,0 +1,51 @@
+"""Batched, jitted forward passes over a dataset: the features and logits that every metric and
+attack consumes. Batches are padded to a fixed size and split over the devices of a mesh."""
+
+import functools
+
+import jax
+import numpy as np
+
+from unlearn_jax.data.batching import iterate, pad_to_multiple
+from unlearn_jax.data.datasets import ArrayDataset
+from unlearn_jax.models import Model
+from unlearn_jax.training import sharding
+
+
+@functools.cache
+def _forward(model: Model):
+  return jax.jit(lambda params, model_state, images: model.apply(params, model_state, images)[:2])
+
+
+def model_outputs(model: Model, params, model_state, data: ArrayDataset, *,
+                  batch_size: int = 512, mesh=None) -> tuple[np.ndarray, np.ndarray]:
+  """Eval-mode ``(features [N, d], logits [N, C])`` of every example of ``data``, in order."""
+  if len(data) == 0:
+    return (np.zeros((0, model.feature_dim), np.float32),
+            np.zeros((0, model.num_classes), np.float32))
+  mesh = mesh or sharding.make_mesh()
+  batch_size = pad_to_multiple(min(batch_size, len(data)), mesh.devices.size)
+  params, model_state = sharding.replicate((params, model_state), mesh)
+  features, logits = [], []
+  for batch in iterate(data, batch_size):
+    f, l = _forward(model)(params, model_state, sharding.shard_leading(batch["image"], mesh))
+    keep = batch["mask"] > 0
+    features.append(np.asarray(f)[keep])
+    logits.append(np.asarray(l)[keep])
+  return np.concatenate(features), np.concatenate(logits)
+
+
+def accuracy_from_logits(logits: np.ndarray, labels: np.ndarray) -> float:
+  """Top-1 accuracy in % (NaN for an empty set)."""
+  if len(labels) == 0:
+    return float("nan")
+  return float(100.0 * np.mean(np.argmax(logits, -1) == labels))
+
+
+def accuracy(model: Model, params, model_state, data: ArrayDataset, **kwargs) -> float:
+  """Top-1 accuracy of the model on ``data`` in % (eval-mode batch norm)."""
+  return accuracy_from_logits(model_outputs(model, params, model_state, data, **kwargs)[1],
+                              data.labels)
+
+
+__all__ = ["accuracy", "accuracy_from_logits", "model_outputs"]
