@@ -21,15 +21,18 @@ def pad_to_multiple(n: int, multiple: int) -> int:
   return int(math.ceil(n / multiple) * multiple)
 
 
-def gather(data: ArrayDataset, index: np.ndarray, batch_size: int | None = None) -> Batch:
-  """Batch of ``data[index]``, padded to ``batch_size`` rows with ``mask`` 0."""
+def gather(data: ArrayDataset, index: np.ndarray, batch_size: int | None = None,
+           extras: dict[str, np.ndarray] | None = None) -> Batch:
+  """Batch of ``data[index]`` (and of each per-example ``extras`` array), padded to
+  ``batch_size`` rows with ``mask`` 0."""
   batch_size = batch_size or len(index)
   pad = batch_size - len(index)
   if pad < 0:
     raise ValueError(f"batch_size {batch_size} is smaller than the {len(index)} indices.")
   padded = np.concatenate([index, np.zeros(pad, dtype=np.int64)]).astype(np.int64)
   mask = np.concatenate([np.ones(len(index)), np.zeros(pad)]).astype(np.float32)
-  return {"image": data.images[padded], "label": data.labels[padded], "mask": mask}
+  batch = {"image": data.images[padded], "label": data.labels[padded], "mask": mask}
+  return batch | {k: v[padded] for k, v in (extras or {}).items()}
 
 
 class Stream:
@@ -40,16 +43,18 @@ class Stream:
     batch_size: rows per batch (the last batch of an epoch is padded with mask 0).
     seed, name: the epoch order is a function of (seed, name, epoch) alone.
     shuffle: permute each epoch (else keep the stored order).
+    extras: per-example arrays batched alongside (e.g. Bad Teacher's ``is_forget``).
   """
 
   def __init__(self, data: ArrayDataset, batch_size: int, *, seed: int, name: str,
-               shuffle: bool = True):
+               shuffle: bool = True, extras: dict[str, np.ndarray] | None = None):
     if len(data) == 0:
       raise ValueError(f"stream '{name}': no examples to batch.")
     if batch_size <= 0:
       raise ValueError(f"stream '{name}': batch_size must be positive, got {batch_size}.")
     self.data, self.batch_size, self.seed, self.name, self.shuffle = (
         data, batch_size, seed, name, shuffle)
+    self.extras = extras or {}
 
   @property
   def steps_per_epoch(self) -> int:
@@ -66,7 +71,7 @@ class Stream:
     """The batch of global ``step`` (epochs cycle, so a shorter stream repeats)."""
     epoch, b = divmod(step, self.steps_per_epoch)
     index = self.order(epoch)[b * self.batch_size:(b + 1) * self.batch_size]
-    return gather(self.data, index, self.batch_size)
+    return gather(self.data, index, self.batch_size, self.extras)
 
 
 def iterate(data: ArrayDataset, batch_size: int):

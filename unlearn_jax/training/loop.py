@@ -37,6 +37,14 @@ class Hook:
   fn: Callable[[int, TrainState], dict]
 
 
+@dataclasses.dataclass(frozen=True)
+class StopRule:
+  """Ends the plan early when ``fn(step, state)`` is True, checked every ``every`` steps."""
+
+  every: int
+  fn: Callable[[int, TrainState], bool]
+
+
 class NonFiniteLossError(FloatingPointError):
   pass
 
@@ -56,10 +64,11 @@ def run_plan(
     checkpoint_every: int = 0,
     log_every: int = 10,
     hooks: Sequence[Hook] = (),
+    stop: StopRule | None = None,
     progress: bool = True,
     desc: str = "train",
 ) -> tuple[TrainState, list[dict]]:
-  """Runs the plan from ``state.step`` to its end.
+  """Runs the plan from ``state.step`` to its end (or until ``stop`` says so).
 
   Args:
     place_batch: puts a host batch on devices (e.g. sharded over a mesh).
@@ -106,6 +115,10 @@ def run_plan(
       if checkpoint and checkpoint_every and step % checkpoint_every == 0 and step < total:
         checkpoint(step, state)
       bar.update(1)
+      if stop is not None and step % stop.every == 0 and stop.fn(step, state):
+        history.append({"step": step, "stopped_early": 1.0})
+        bar.close()
+        return state, history
     offset += segment.num_steps
   bar.close()
   return state, history

@@ -1,0 +1,72 @@
+"""Spotter (Ha, Park & Yoon, ICML 2026; papers.md §2.5, §8.3).
+
+L(θ) = λ₁·KL(p̃_θo(x) ‖ p_θ(x)) on forget images + (1 − λ₁)·KL(p̃_θo(x̃) ‖ p_θ(x̃)) on perturbed
+neighbours x̃ ∈ Ã + λ₂·L_disp(f_θ(x), y), where p̃ is the original model's softmax with the
+forget classes removed and L_disp the mean same-class feature cosine. Reads D_f only (never
+D_r); batch-norm running statistics stay frozen while its affine parameters train. Ã is built
+once from θ_o (PGD or Gaussian, :mod:`unlearn_jax.perturbations`) from a key of the run's seed.
+
+:func:`spotter_terms` are the plug-and-play terms: "Spotter + X" is ``{**spotter_terms(), **x}``.
+"""
+
+from unlearn_jax import seeding
+from unlearn_jax.data.batching import Stream
+from unlearn_jax.methods.base import (
+  Method,
+  Original,
+  Plan,
+  UnlearningData,
+  epoch_blocks,
+  frozen_context,
+  optimizer,
+  phase,
+  register,
+)
+from unlearn_jax.objectives import Term, terms
+from unlearn_jax.perturbations import PerturbationConfig, perturbed_set
+
+
+def spotter_terms() -> dict[str, Term]:
+  """{"mkd": masked KD on forget, "mkd_near": masked KD on perturbed, "dispersion"}."""
+  return {"mkd": terms.distillation("forget", masked=True),
+          "mkd_near": terms.distillation("perturbed", masked=True),
+          "dispersion": terms.dispersion("forget")}
+
+
+def spotter_weights(lambda1: float, lambda2: float) -> dict[str, float]:
+  if not 0.0 <= lambda1 <= 1.0:
+    raise ValueError(f"spotter.lambda1: {lambda1} not in [0, 1].")
+  return {"mkd": lambda1, "mkd_near": 1.0 - lambda1, "dispersion": lambda2}
+
+
+def _build(config, original: Original, data: UnlearningData, seed: int) -> Plan:
+  forget = data.require("forget", "spotter")
+  if not data.forget_classes:
+    raise ValueError("spotter: class unlearning only (forget.classes); its masked teacher "
+                     "removes whole classes.")
+  near = perturbed_set(original.model, original.params, original.model_state, forget,
+                       seeding.device_key(seed, "spotter_perturbed"),
+                       PerturbationConfig(**config.perturbation.to_dict()))
+  streams = {"forget": Stream(forget, config.batch_size, seed=seed, name="forget"),
+             "perturbed": Stream(near, config.batch_size, seed=seed, name="perturbed")}
+  t = spotter_terms()
+  blocks = epoch_blocks(phase("spotter", original.model, t, bn_train=False), streams, "forget",
+                        range(config.epochs))
+  return Plan(original.model, original.params, original.model_state,
+              optimizer(config, streams["forget"].steps_per_epoch), tuple(blocks),
+              frozen_context(original, data, spotter_weights(config.lambda1, config.lambda2), t),
+              info={"perturbed_examples": len(near)})
+
+
+PGD = {"kind": "pgd", "mode": "targeted_boundary", "eps": 8 / 255, "step_size": 0.01,
+       "num_steps": 3, "sigma": 0.01, "beta": None, "beta_quantile": None}
+
+register(Method(
+    "spotter", frozenset({"forget"}), _build,
+    {"resnet18": {"optimizer": "sgd", "learning_rate": 1e-4, "momentum": 0.9,
+                  "weight_decay": 5e-4, "epochs": 10, "batch_size": 128, "lambda1": 0.7,
+                  "lambda2": 1.0, "perturbation": PGD},
+     "small": {"optimizer": "sgd", "learning_rate": 1e-4, "momentum": 0.9, "weight_decay": 5e-4,
+               "epochs": 10, "batch_size": 128, "lambda1": 0.7, "lambda2": 1.0,
+               "perturbation": PGD}},
+    "Masked KD from θ_o on D_f and its perturbed neighbours + intra-class dispersion; no D_r."))

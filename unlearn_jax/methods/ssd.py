@@ -1,0 +1,67 @@
+"""Selective Synaptic Dampening, SSD (Foster et al., AAAI 2024; papers.md §5). No training.
+
+Diagonal Fisher proxies I_D = mean_batches (∇_θ CE)² over the training set D = D_f ∪ D_r and I_f
+over D_f; for every parameter with I_f > α·I_D: θ ← θ·min(λ·I_D / I_f, 1).
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from unlearn_jax.data.batching import iterate
+from unlearn_jax.data.datasets import ArrayDataset
+from unlearn_jax.methods.base import Method, Original, Plan, UnlearningData, register
+from unlearn_jax.models import Model
+from unlearn_jax.objectives.losses import cross_entropy, masked_mean
+
+
+def importances(model: Model, params, model_state, data: ArrayDataset, *,
+                batch_size: int = 256):
+  """I = (1/B) Σ_batches (∇_θ mean-batch CE)², eval-mode batch norm; a pytree like params."""
+
+  @jax.jit
+  def squared_grad(p, images, labels, mask):
+    grad = jax.grad(lambda q: masked_mean(
+        cross_entropy(model.apply(q, model_state, images)[1], labels), mask))(p)
+    return jax.tree.map(jnp.square, grad)
+
+  total, count = jax.tree.map(jnp.zeros_like, params), 0
+  for b in iterate(data, batch_size):
+    total = jax.tree.map(jnp.add, total, squared_grad(params, b["image"], b["label"], b["mask"]))
+    count += 1
+  return jax.tree.map(lambda t: t / count, total)
+
+
+def dampen(params, forget_importance, full_importance, *, alpha: float, lam: float):
+  """θ·min(λ·I_D/I_f, 1) where I_f > α·I_D, else θ."""
+
+  def one(p, i_f, i_d):
+    selected = i_f > alpha * i_d
+    factor = jnp.minimum(lam * i_d / jnp.where(selected, i_f, 1.0), 1.0)
+    return jnp.where(selected, p * factor, p)
+
+  return jax.tree.map(one, params, forget_importance, full_importance)
+
+
+def _build(config, original: Original, data: UnlearningData, seed: int) -> Plan:
+  del seed  # Deterministic.
+  if config.alpha <= 0 or config.lam <= 0:
+    raise ValueError(f"ssd.alpha / ssd.lam: must be > 0, got {config.alpha}, {config.lam}.")
+  forget, retain = data.require("forget", "ssd"), data.require("retain", "ssd")
+  full = ArrayDataset(np.concatenate([forget.images, retain.images]),
+                      np.concatenate([forget.labels, retain.labels]))
+  m, p, s = original.model, original.params, original.model_state
+  i_f = importances(m, p, s, forget, batch_size=config.batch_size)
+  i_d = importances(m, p, s, full, batch_size=config.batch_size)
+  new = dampen(p, i_f, i_d, alpha=config.alpha, lam=config.lam)
+  changed = sum(int(jnp.sum(a != b)) for a, b in zip(jax.tree.leaves(new), jax.tree.leaves(p),
+                                                     strict=True))
+  return Plan(m, new, s, optax.identity(), (), {}, info={"dampened_parameters": changed})
+
+
+register(Method(
+    "ssd", frozenset({"forget", "retain"}), _build,
+    {"resnet18": {"alpha": 10.0, "lam": 1.0, "batch_size": 256},
+     "small": {"alpha": 1.0, "lam": 0.5, "batch_size": 64}},
+    "Dampen the weights far more important to D_f than to D (Fisher ratio); no training."))

@@ -1,0 +1,96 @@
+"""UNSIR (Tarun et al., 2023; papers.md §5): error-maximising noise, impair, repair.
+
+(i) For each forgotten class c learn a noise batch N_c maximising its CE:
+    min_N −CE(θ_o(N), c) + ρ·mean_i ‖N_i‖², Adam; (ii) impair: CE on copies of the noise
+(labelled c) mixed with ≤ ``retain_per_class`` retain images per kept class; (iii) repair: CE on
+those retain images alone. Reads no forget image, only the forgotten class ids. One optimiser
+runs through impair and repair.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from unlearn_jax import seeding
+from unlearn_jax.data.batching import Stream
+from unlearn_jax.data.datasets import ArrayDataset
+from unlearn_jax.methods.base import (
+  Method,
+  Original,
+  Plan,
+  UnlearningData,
+  epoch_blocks,
+  frozen_context,
+  optimizer,
+  phase,
+  register,
+)
+from unlearn_jax.objectives import terms
+from unlearn_jax.objectives.losses import cross_entropy
+
+
+def error_maximising_noise(original: Original, label: int, key: jax.Array, *, size: int,
+                           steps: int, learning_rate: float, reg: float) -> jax.Array:
+  """N ~ N(0, 1) then ``steps`` Adam steps on −CE(θ_o(N), label) + reg·mean_i ‖N_i‖²."""
+  model = original.model
+  tx = optax.adam(learning_rate)
+
+  def loss(noise):
+    logits = model.apply(original.params, original.model_state, noise)[1]
+    ce = jnp.mean(cross_entropy(logits, jnp.full((size,), label)))
+    return -ce + reg * jnp.mean(jnp.sum(noise**2, axis=(1, 2, 3)))
+
+  def step(carry, _):
+    noise, opt_state = carry
+    updates, opt_state = tx.update(jax.grad(loss)(noise), opt_state)
+    return (optax.apply_updates(noise, updates), opt_state), None
+
+  noise = jax.random.normal(key, (size, *model.input_shape))
+  (noise, _), _ = jax.jit(lambda n: jax.lax.scan(step, (n, tx.init(n)), length=steps))(noise)
+  return noise
+
+
+def _build(config, original: Original, data: UnlearningData, seed: int) -> Plan:
+  if not data.forget_classes:
+    raise ValueError("unsir: class unlearning only (forget.classes); a random forget set has no "
+                     "class to learn noise for.")
+  retain = data.require("retain", "unsir")
+  rng = seeding.host_rng(seed, "unsir_retain")
+  chosen = np.concatenate([
+      rng.permutation(np.flatnonzero(retain.labels == c))[:config.retain_per_class]
+      for c in np.unique(retain.labels)])
+  subset = retain.subset(np.sort(chosen))
+  noise = [np.asarray(error_maximising_noise(
+      original, c, seeding.device_key(seed, "unsir_noise", c), size=config.noise_batch,
+      steps=config.noise_steps, learning_rate=config.noise_learning_rate, reg=config.noise_reg))
+      for c in data.forget_classes]
+  noise_images = np.concatenate([np.tile(n, (config.noise_copies, 1, 1, 1)) for n in noise])
+  noise_labels = np.repeat(np.asarray(data.forget_classes, np.int32),
+                           config.noise_copies * config.noise_batch)
+  impair = ArrayDataset(np.concatenate([noise_images, subset.images]).astype(np.float32),
+                        np.concatenate([noise_labels, subset.labels]))
+  streams = {"impair": Stream(impair, config.impair_batch_size, seed=seed, name="impair"),
+             "repair": Stream(subset, config.batch_size, seed=seed, name="repair")}
+  t_impair, t_repair = {"ce": terms.cross_entropy("impair")}, {"ce": terms.cross_entropy("repair")}
+  blocks = (epoch_blocks(phase("impair", original.model, t_impair), streams, "impair",
+                         range(config.impair_epochs))
+            + epoch_blocks(phase("repair", original.model, t_repair), streams, "repair",
+                           range(config.repair_epochs)))
+  return Plan(original.model, original.params, original.model_state, optimizer(config),
+              tuple(blocks), frozen_context(original, data, {"ce": 1.0}, t_impair),
+              info={"impair_examples": len(impair), "repair_examples": len(subset)})
+
+
+_NOISE = {"noise_batch": 32, "noise_steps": 25, "noise_learning_rate": 0.1, "noise_reg": 0.1,
+          "noise_copies": 80, "retain_per_class": 500, "impair_epochs": 1, "repair_epochs": 1}
+
+register(Method(
+    "unsir", frozenset({"retain"}), _build,
+    {"resnet18": {**_NOISE, "optimizer": "adam", "learning_rate": 1e-4, "momentum": 0.0,
+                  "weight_decay": 0.0, "impair_batch_size": 32, "batch_size": 128},
+     "small": {**_NOISE, "noise_copies": 16, "retain_per_class": 100, "optimizer": "adam",
+               "learning_rate": 3e-3, "momentum": 0.0, "weight_decay": 0.0,
+               "impair_batch_size": 32, "batch_size": 64, "impair_epochs": 2,
+               "repair_epochs": 2}},
+    "Learned error-maximising noise for the forgotten classes, impair, then repair."))

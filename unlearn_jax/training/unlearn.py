@@ -1,0 +1,78 @@
+"""Unlearning one model: build a method's plan from only the data it declares, run it, time it.
+
+``unlearn`` is the single entry point the runner, the CLI and users call; it enforces each
+method's declared data access (a method that does not read D_r never receives it).
+"""
+
+import dataclasses
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import ml_collections
+
+from unlearn_jax import seeding
+from unlearn_jax.data.splits import Splits
+from unlearn_jax.methods import Method, Original, UnlearningData, get_method
+from unlearn_jax.training.execute import execute_plan
+from unlearn_jax.training.loop import Hook
+from unlearn_jax.training.state import TrainState
+
+
+@dataclasses.dataclass(frozen=True)
+class UnlearnResult:
+  params: Any
+  model_state: Any
+  history: list[dict]
+  seconds: float  # wall time of the unlearning alone (plan building, steps, finalize)
+  info: dict
+
+
+def method_data(method: Method, splits: Splits) -> UnlearningData:
+  """The splits as ``method`` may see them: undeclared sets are ``None``."""
+  return UnlearningData(
+      forget=splits.forget if "forget" in method.reads else None,
+      retain=splits.retain if "retain" in method.reads else None,
+      forget_classes=splits.forget_classes,
+      num_classes=splits.dataset.num_classes)
+
+
+def unlearn(
+    method: str | Method,
+    original: Original,
+    splits: Splits,
+    *,
+    seed: int,
+    config: ml_collections.ConfigDict | None = None,
+    profile: str = "small",
+    mesh: jax.sharding.Mesh | None = None,
+    state: TrainState | None = None,
+    checkpoint=None,
+    checkpoint_every: int = 0,
+    hooks: Sequence[Hook] = (),
+    progress: bool = True,
+) -> UnlearnResult:
+  """Runs ``method`` from ``original`` on ``splits`` and returns the unlearned model.
+
+  Args:
+    method: a registered name or a :class:`Method`.
+    config: hyper-parameters (default: ``method.config(profile)``).
+    state: a restored state to resume from (see :mod:`unlearn_jax.checkpoint`).
+    hooks: evaluation callbacks ``fn(step, state) -> dict`` every ``every`` steps.
+  """
+  method = get_method(method) if isinstance(method, str) else method
+  config = config if config is not None else method.config(profile)
+  data = method_data(method, splits)
+  start = time.perf_counter()
+  plan = method.build(config, original, data, seed)
+  final, history = execute_plan(plan, key=seeding.device_key(seed, method.name, "steps"),
+                                mesh=mesh, state=state, checkpoint=checkpoint,
+                                checkpoint_every=checkpoint_every, hooks=hooks, progress=progress,
+                                desc=method.name)
+  params, model_state = final.params, final.model_state
+  if plan.finalize is not None:
+    params, model_state = plan.finalize(params, model_state)
+  params, model_state = jax.block_until_ready(jax.device_get((params, model_state)))
+  return UnlearnResult(params, model_state, history, time.perf_counter() - start,
+                       dict(plan.info))
