@@ -48,6 +48,7 @@ class UnlearnDigits(tfds.core.GeneratorBasedBuilder):
         description="scikit-learn load_digits: 1,797 real 8x8 handwritten digits (UCI).",
         features=_features((8, 8, 1), [str(d) for d in range(10)]),
         supervised_keys=("image", "label"),
+        disable_shuffling=True,  # Keep the source order.
     )
 
   def _split_generators(self, dl_manager):
@@ -102,6 +103,7 @@ class UnlearnFashionMnist(tfds.core.GeneratorBasedBuilder):
         description="Fashion-MNIST (Xiao et al., 2017) read from its IDX files.",
         features=_features((28, 28, 1), FASHION_MNIST_CLASSES),
         supervised_keys=("image", "label"),
+        disable_shuffling=True,  # Keep the source order.
     )
 
   def _split_generators(self, dl_manager):

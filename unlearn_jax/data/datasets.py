@@ -82,23 +82,41 @@ def _channel_stats(images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, 
 
 
 def _prepare_builtin(tfds_name: str, data_dir, manual_dir, download: bool):
+  """TFDS's own builder for ``tfds_name``, prepared once as ``array_record`` files.
+
+  The builder fetches its files with TFDS's download manager, which looks in ``manual_dir``
+  first, for each file the name TFDS registers for its URL (``builder.url_infos``, e.g.
+  ``cifar-10-binary.tar.gz``), and downloads a missing one only with ``download=True``. Every
+  file, found in ``manual_dir`` or downloaded, must match the size and SHA-256 checksum that
+  TFDS registers for its URL, so ``manual_dir`` must hold the original archives as published;
+  a re-packed copy fails with TFDS's ``NonMatchingChecksumError``. With ``download=False``
+  the files are checked for before preparing starts, so a missing one fails at once rather
+  than falling through to a download that retries for minutes offline. Nothing comes from TFDS's
+  GCS bucket (``try_download_gcs=False``): it holds TFRecord copies, and these files are built
+  here.
+  """
+  builder = tfds.builder(tfds_name, data_dir=data_dir, file_format="array_record")
+  if builder.is_prepared():
+    return builder
   try:
     import tensorflow  # noqa: F401  (TFDS's built-in builders need it to prepare data)
   except ImportError as e:
     raise ImportError(
         f"Preparing the built-in TFDS dataset '{tfds_name}' needs TensorFlow: "
         "pip install 'unlearn_jax[tf]'.") from e
-  builder = tfds.builder(tfds_name, data_dir=data_dir, file_format="array_record")
-  if not builder.is_prepared():
-    if not download and manual_dir is None:
+  if not download:
+    files = sorted(info.filename for info in builder.url_infos.values())
+    folder = pathlib.Path(manual_dir) if manual_dir is not None else None
+    missing = [f for f in files if folder is None or not (folder / f).exists()]
+    if missing:
+      where = (f"manual_dir {folder} lacks {', '.join(missing)}" if folder else
+               f"no manual_dir holds its original {', '.join(files)}")
       raise FileNotFoundError(
-          f"dataset '{tfds_name}' is not prepared in {builder.data_dir}. Pass download=True "
-          "(needs network access) or manual_dir= a folder holding its original archive.")
-    config = tfds.download.DownloadConfig(manual_dir=manual_dir)
-    if not download:
-      config = tfds.download.DownloadConfig(
-          manual_dir=manual_dir, download_mode=tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS)
-    builder.download_and_prepare(download_config=config)
+          f"dataset '{tfds_name}' is not prepared in {builder.data_dir}, and {where}. Pass "
+          f"download=True (needs network access) or manual_dir= a folder holding "
+          f"{', '.join(files)}.")
+  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+      manual_dir=manual_dir, try_download_gcs=False))
   return builder
 
 
@@ -116,12 +134,15 @@ def load_dataset(
     name: one of :data:`DATASET_NAMES`.
     data_dir: TFDS data directory (default: TFDS's, ``~/tensorflow_datasets`` or $TFDS_DATA_DIR).
     source_dir: for ``fashion_mnist``, a folder with the four IDX files (default: Debian's).
-    manual_dir: for built-in datasets, a folder holding the original archive.
+    manual_dir: for built-in datasets, a folder holding the original archive(s), checked against
+      TFDS's registered checksums (see :func:`_prepare_builtin`).
     download: allow built-in datasets to be downloaded.
 
   Raises:
     ValueError: unknown ``name``.
     FileNotFoundError: the source files are missing (the message says how to get them).
+    ImportError: a built-in dataset must be prepared and TensorFlow is not installed.
+    NonMatchingChecksumError: (TFDS's) an archive in ``manual_dir`` is not the published one.
   """
   if name in PROJECT_BUILDERS:
     kwargs = {"source_dir": source_dir} if name == "fashion_mnist" else {}

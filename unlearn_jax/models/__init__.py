@@ -84,7 +84,8 @@ class Model:
 
 def apply_head(params: Params, features: jax.Array) -> jax.Array:
   """Logits s = z W + b from penultimate features with the model's final layer."""
-  return features @ params["head"]["kernel"] + params["head"]["bias"]
+  bias = params["head"]["bias"]
+  return features @ params["head"]["kernel"] + bias.reshape((1,) * (features.ndim - 1) + (-1,))
 
 
 def make_model(name: str, *, num_classes: int, input_shape: Sequence[int],
