@@ -35,7 +35,7 @@ def make_train_step(objective: Objective, tx: optax.GradientTransformation, *,
     metrics = {"loss": loss, **aux}
     if axis_name is not None:
       grads, metrics, model_state = jax.lax.pmean((grads, metrics, model_state), axis_name)
-    metrics["grad_norm"] = optax.global_norm(grads)
+    metrics["grad_norm"] = optax.tree.norm(grads)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     new_state = state.replace(
         step=state.step + 1, params=optax.apply_updates(state.params, updates),

@@ -1,0 +1,153 @@
+"""Training: sharded = single-device, pmap/shard_map parity, vmap = loop, exact resume,
+checkpoints, NaN stop, no retracing, and accuracy on real data."""
+
+import json
+import pathlib
+import subprocess
+import sys
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from unlearn_jax.checkpoint import CheckpointMismatchError, Checkpointer
+from unlearn_jax.data.batching import Stream
+from unlearn_jax.data.datasets import load_dataset
+from unlearn_jax.evaluation.outputs import accuracy
+from unlearn_jax.models import make_model
+from unlearn_jax.objectives.classifier import WEIGHTS, classifier_objective
+from unlearn_jax.optim import Recipe, make_optimizer
+from unlearn_jax.training import sharding
+from unlearn_jax.training.classifier import train_classifier, train_classifiers
+from unlearn_jax.training.loop import Hook, NonFiniteLossError
+from unlearn_jax.training.state import create_train_state
+from unlearn_jax.training.step import make_train_step
+
+SHORT = Recipe(epochs=2, batch_size=64)
+
+
+def _max_diff(a, b) -> float:
+  return max(float(np.max(np.abs(np.asarray(x) - np.asarray(y))))
+             for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True))
+
+
+def test_digits_original_reaches_95_percent(digits, digits_model, digits_original):
+  params, state = digits_original
+  assert accuracy(digits_model, params, state, digits.test) >= 95.0
+
+
+def test_sharded_over_two_devices_equals_one_device(digits, digits_model):
+  assert len(jax.devices()) == 2
+  one, _ = train_classifier(digits_model, digits.train, SHORT, seed=0, progress=False,
+                            mesh=sharding.make_mesh(1))
+  two, _ = train_classifier(digits_model, digits.train, SHORT, seed=0, progress=False,
+                            mesh=sharding.make_mesh(2))
+  assert _max_diff(one.params, two.params) < 1e-5
+  assert _max_diff(one.params, digits_model.init(jax.random.key(0))[0]) > 1e-2
+
+
+def test_eight_devices_jit_pmap_and_shard_map_equal_one_device(data_dir):
+  script = pathlib.Path(__file__).with_name("multidevice_check.py")
+  out = subprocess.run([sys.executable, str(script), data_dir], capture_output=True, text=True,
+                       check=True, timeout=600)
+  result = json.loads(out.stdout.strip().splitlines()[-1])
+  assert result["devices"] == 8 and result["moved"] > 1e-2
+  for path in ("mesh", "pmap", "shard_map"):
+    assert result[path] < 1e-5, (path, result)
+
+
+def test_vmap_over_seeds_equals_separate_runs(digits, digits_model):
+  stacked, _ = train_classifiers(digits_model, digits.train, SHORT, seeds=[3, 4], progress=False)
+  for k, seed in enumerate((3, 4)):
+    alone, _ = train_classifier(digits_model, digits.train, SHORT, seed=seed, progress=False)
+    assert _max_diff(jax.tree.map(lambda x, k=k: x[k], stacked.params), alone.params) < 1e-5
+  assert _max_diff(jax.tree.map(lambda x: x[0], stacked.params),
+                   jax.tree.map(lambda x: x[1], stacked.params)) > 1e-2
+
+
+class Killed(Exception):
+  pass
+
+
+def test_killed_run_resumes_bit_identical(digits, digits_model, tmp_path):
+  recipe = Recipe(epochs=3, batch_size=64)
+  full, _ = train_classifier(digits_model, digits.train, recipe, seed=5, progress=False)
+
+  def kill(step, state):
+    if step == 50:
+      raise Killed
+    return {}
+
+  with Checkpointer(tmp_path / "ckpt") as ckpt:
+    def save(step, state):
+      ckpt.save(step, state, {"kind": "original"})
+
+    with pytest.raises(Killed):
+      train_classifier(digits_model, digits.train, recipe, seed=5, progress=False,
+                       checkpoint=save, checkpoint_every=20, hooks=[Hook(1, kill)])
+    ckpt.wait()
+    assert ckpt.latest_step() == 40
+    abstract = jax.eval_shape(lambda: create_train_state(
+        *digits_model.init(jax.random.key(0)), recipe.make_tx(len(digits.train))))
+    restored = ckpt.restore(abstract)
+  assert int(restored.step) == 40
+  resumed, history = train_classifier(digits_model, digits.train, recipe, seed=5,
+                                      progress=False, state=restored)
+  assert history[0]["step"] == 50
+  for a, b in zip(jax.tree.leaves(resumed), jax.tree.leaves(full), strict=True):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_checkpoint_round_trip_and_architecture_mismatch(digits_model, tmp_path):
+  tx = make_optimizer("sgd", learning_rate=0.1, momentum=0.9)
+  state = create_train_state(*digits_model.init(jax.random.key(0)), tx)
+  with Checkpointer(tmp_path / "c") as ckpt:
+    ckpt.save(7, state, {"kind": "test", "metrics": {"acc": 1.0}})
+    ckpt.wait()
+    restored = ckpt.restore(jax.eval_shape(lambda: state))
+    assert ckpt.meta()["metrics"] == {"acc": 1.0}
+    for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(state), strict=True):
+      np.testing.assert_array_equal(a, b)
+    other = make_model("mlp", num_classes=10, input_shape=(8, 8, 1), mean=(0.3,), std=(0.4,))
+    wrong = create_train_state(*other.init(jax.random.key(0)), tx)
+    with pytest.raises(CheckpointMismatchError, match="another architecture"):
+      ckpt.restore(jax.eval_shape(lambda: wrong))
+  with pytest.raises(FileNotFoundError, match="no checkpoint"):
+    Checkpointer(tmp_path / "empty").restore(jax.eval_shape(lambda: state))
+
+
+def test_nan_loss_stops_with_the_step(digits, digits_model):
+  with pytest.raises(NonFiniteLossError, match=r"the loss became (nan|inf) at step \d+"):
+    train_classifier(digits_model, digits.train,
+                     Recipe(optimizer="sgd", learning_rate=1e9, epochs=2, batch_size=64),
+                     seed=0, progress=False)
+
+
+def test_step_compiles_once_across_batches(digits, digits_model):
+  tx = make_optimizer("adam", learning_rate=1e-3)
+  objective = classifier_objective(digits_model)
+  traced = chex.assert_max_traces(n=1)(make_train_step(objective, tx))
+  step = jax.jit(traced, donate_argnums=0)
+  state = create_train_state(*digits_model.init(jax.random.key(0)), tx)
+  stream = Stream(digits.train, 64, seed=0, name="train")
+  frozen = {"weights": {k: jnp.float32(v) for k, v in WEIGHTS.items()}}
+  for i in range(stream.steps_per_epoch + 2):  # includes the padded last batch of the epoch
+    state, _ = step(state, {"train": stream.batch(i)}, jax.random.key(0), frozen)
+
+
+def test_batch_not_divisible_by_devices_is_a_clear_error(digits):
+  mesh = sharding.make_mesh(2)
+  with pytest.raises(ValueError, match="batch: leading size 3 is not divisible by the 2 devices"):
+    sharding.shard_leading({"image": np.zeros((3, 8, 8, 1))}, mesh)
+
+
+@pytest.mark.slow
+def test_fashion_mnist_small_cnn_reaches_88_percent(data_dir):
+  data = load_dataset("fashion_mnist", data_dir=data_dir)
+  model = make_model("small_cnn", num_classes=10, input_shape=data.image_shape, mean=data.mean,
+                     std=data.std)
+  state, _ = train_classifier(model, data.train, Recipe(epochs=3, batch_size=128), seed=0,
+                              progress=False)
+  assert accuracy(model, state.params, state.model_state, data.test) >= 88.0
