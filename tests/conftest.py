@@ -38,3 +38,20 @@ def digits_original(digits, digits_model):
   state, _ = train_classifier(digits_model, digits.train, Recipe(epochs=15, batch_size=64),
                               seed=0, progress=False)
   return jax.device_get(state.params), jax.device_get(state.model_state)
+
+
+@pytest.fixture(scope="session")
+def digits_class0(digits):
+  """Splits of digits with class 0 forgotten (seed 0)."""
+  from unlearn_jax.data.splits import ForgetSpec, make_splits
+  return make_splits(digits, ForgetSpec(classes=(0,)), seed=0)
+
+
+@pytest.fixture(scope="session")
+def digits_ga(digits_model, digits_original, digits_class0):
+  """The original unlearned by the library's gradient ascent (until Acc(D_f) ≤ 5%)."""
+  from unlearn_jax.methods import Original
+  from unlearn_jax.training.unlearn import unlearn
+  result = unlearn("ga", Original(digits_model, *digits_original), digits_class0, seed=0,
+                   progress=False)
+  return result.params, result.model_state

@@ -58,7 +58,8 @@ def test_normalisation_inside_uses_the_given_stats():
 def test_wrong_image_shape_names_the_field():
   model = make_model("small_cnn", num_classes=10, input_shape=(8, 8, 1), mean=(0.5,), std=(0.3,))
   params, state = model.init(jax.random.key(0))
-  with pytest.raises(ValueError, match=r"images: model 'small_cnn' expects shape \[batch, 8, 8, 1\]"):
+  expected = r"images: model 'small_cnn' expects shape \[batch, 8, 8, 1\]"
+  with pytest.raises(ValueError, match=expected):
     model.apply(params, state, jnp.zeros((2, 28, 28, 1)))
 
 

@@ -7,11 +7,10 @@ import numpy as np
 import pytest
 from jax.test_util import check_grads
 
-from unlearn_jax.models import make_model
-from unlearn_jax.objectives import make_objective, validate_weights
-from unlearn_jax.objectives import losses
-from unlearn_jax.objectives import terms as T
 from unlearn_jax.methods.spotter import spotter_terms
+from unlearn_jax.models import make_model
+from unlearn_jax.objectives import losses, make_objective, validate_weights
+from unlearn_jax.objectives import terms as T
 
 FORGET = jnp.array([True, False, False, True, False])
 

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from unlearn_jax.checkpoint import CheckpointMismatchError, Checkpointer
+from unlearn_jax.checkpoint import Checkpointer, CheckpointMismatchError
 from unlearn_jax.data.batching import Stream
 from unlearn_jax.data.datasets import load_dataset
 from unlearn_jax.evaluation.outputs import accuracy

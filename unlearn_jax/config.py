@@ -52,7 +52,8 @@ def apply_override(config: ml_collections.ConfigDict, dotted: str, value) -> Non
     raise ValueError(f"config.{dotted}: {e}") from e
 
 
-def load_config(spec: str, overrides: list[str] | tuple[str, ...] = ()) -> ml_collections.ConfigDict:
+def load_config(spec: str, overrides: tuple[str, ...] | list[str] = ()
+                ) -> ml_collections.ConfigDict:
   """Loads ``path[:arg]`` (or a name under ``experiments/``) and applies ``--config.k=v`` items.
 
   Raises:

@@ -8,6 +8,7 @@ normalised units, ascent on the runner-up's CE, and clipping of the *normalised*
 """
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -113,6 +114,20 @@ def fgsm(model: Model, params, model_state, images: jax.Array, labels: jax.Array
   return jnp.round(adv * 255) / 255 if quantize else adv
 
 
+@functools.cache
+def _perturb_fn(model: Model, config: PerturbationConfig):
+  """Jitted (params, model_state, images, labels, key) -> (x̃, margin under θ_o), per config."""
+
+  def perturb(params, model_state, images, labels, key):
+    if config.kind == "pgd":
+      x = pgd(model, params, model_state, images, labels, key, config)
+    else:
+      x = gaussian(model, images, key, config)
+    return x, margin(model.apply(params, model_state, x)[1], labels)
+
+  return jax.jit(perturb)
+
+
 def perturbed_set(model: Model, params, model_state, data: ArrayDataset, key: jax.Array,
                   config: PerturbationConfig, *, batch_size: int = 256) -> ArrayDataset:
   """One perturbed copy of every image of ``data`` (labels kept), then the optional β filter.
@@ -123,18 +138,11 @@ def perturbed_set(model: Model, params, model_state, data: ArrayDataset, key: ja
     ValueError: an invalid config, or a β filter that keeps no example.
   """
   config.validate()
-
-  @jax.jit
-  def perturb_batch(images, labels, batch_key):
-    if config.kind == "pgd":
-      x = pgd(model, params, model_state, images, labels, batch_key, config)
-    else:
-      x = gaussian(model, images, batch_key, config)
-    return x, margin(model.apply(params, model_state, x)[1], labels)
-
+  perturb = _perturb_fn(model, config)
   images, margins = [], []
   for b, batch in enumerate(iterate(data, batch_size)):
-    x, m = perturb_batch(batch["image"], batch["label"], jax.random.fold_in(key, b))
+    x, m = perturb(params, model_state, batch["image"], batch["label"],
+                   jax.random.fold_in(key, b))
     keep = batch["mask"] > 0
     images.append(np.asarray(x)[keep])
     margins.append(np.asarray(m)[keep])

@@ -39,11 +39,12 @@ def nearest_wrong_labels(original: Original, forget: ArrayDataset, eps: float, *
   model = original.model
 
   @jax.jit
-  def relabel(images, labels):
-    adv = fgsm(model, original.params, original.model_state, images, labels, eps=eps)
-    return jnp.argmax(model.apply(original.params, original.model_state, adv)[1], -1)
+  def relabel(params, model_state, images, labels):
+    adv = fgsm(model, params, model_state, images, labels, eps=eps)
+    return jnp.argmax(model.apply(params, model_state, adv)[1], -1)
 
-  out = [np.asarray(relabel(b["image"], b["label"]))[b["mask"] > 0]
+  out = [np.asarray(relabel(original.params, original.model_state, b["image"],
+                            b["label"]))[b["mask"] > 0]
          for b in iterate(forget, batch_size)]
   return np.concatenate(out).astype(np.int32)
 
@@ -99,7 +100,7 @@ _RESNET = {"optimizer": "sgd", "momentum": 0.9, "weight_decay": 5e-4, "learning_
 
 register(Method(
     "boundary_shrink", frozenset({"forget"}), _build_shrink,
-    {"resnet18": {**_RESNET, "eps": 0.1}, "small": {**_SMALL, "learning_rate": 1e-3, "eps": 0.3}},
+    {"resnet18": {**_RESNET, "eps": 0.1}, "small": {**_SMALL, "learning_rate": 3e-4, "eps": 0.3}},
     "Fine-tune D_f toward each image's nearest wrong class (found by FGSM on θ_o)."))
 
 register(Method(

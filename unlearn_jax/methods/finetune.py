@@ -88,7 +88,8 @@ _single_stream(
     "ft", "retain", terms.cross_entropy, frozenset({"retain"}),
     "Fine-tune on D_r with CE from θ_o (catastrophic forgetting).",
     {"resnet18": {**SGD, "learning_rate": 0.01, "epochs": 10, "batch_size": 256},
-     "small": {**SGD, "learning_rate": 0.1, "epochs": 20, "batch_size": 64}})
+     "small": {"optimizer": "adam", "learning_rate": 3e-3, "momentum": 0.0, "weight_decay": 0.0,
+               "epochs": 10, "batch_size": 64}})
 
 _single_stream(
     "ga", "forget", terms.negated_cross_entropy, frozenset({"forget"}),
@@ -108,16 +109,21 @@ def _build_neggrad_plus(config, original: Original, data: UnlearningData, seed: 
   weights = {"ce": config.beta, "neg_ce": 1.0 - config.beta}
   blocks = epoch_blocks(phase("neggrad_plus", original.model, t), streams, "retain",
                         range(config.epochs))
+  stop = forget_accuracy_at_most(original.model, streams["forget"].data,
+                                 config.stop_forget_accuracy)
   return Plan(original.model, original.params, original.model_state,
               optimizer(config, streams["retain"].steps_per_epoch), tuple(blocks),
-              frozen_context(original, data, weights, t))
+              frozen_context(original, data, weights, t), stop=stop)
 
 
 register(Method(
     "neggrad_plus", frozenset({"forget", "retain"}), _build_neggrad_plus,
-    {"resnet18": {**SGD, "learning_rate": 0.01, "epochs": 10, "batch_size": 256, "beta": 0.95},
-     "small": {**SGD, "learning_rate": 0.01, "epochs": 5, "batch_size": 64, "beta": 0.99}},
-    "Minimise β·CE(D_r) − (1−β)·CE(D_f) on paired batches (forget cycled)."))
+    {"resnet18": {**SGD, "learning_rate": 0.01, "epochs": 10, "batch_size": 256, "beta": 0.95,
+                  "stop_forget_accuracy": None},
+     "small": {**SGD, "learning_rate": 0.005, "epochs": 10, "batch_size": 64, "beta": 0.99,
+               "stop_forget_accuracy": 5.0}},
+    "Minimise β·CE(D_r) − (1−β)·CE(D_f) on paired batches (forget cycled); optional early stop "
+    "once D_f accuracy ≤ stop_forget_accuracy."))
 
 
 def _relabel_plan(name: str, config, original: Original, data: UnlearningData, seed: int, *,
@@ -145,7 +151,7 @@ register(Method(
     "rl", frozenset({"forget", "retain"}),
     lambda c, o, d, s: _relabel_plan("rl", c, o, d, s),
     {"resnet18": {**SGD, "learning_rate": 0.01, "epochs": 10, "batch_size": 256},
-     "small": {**SGD, "learning_rate": 0.02, "epochs": 5, "batch_size": 64}},
+     "small": {**SGD, "learning_rate": 0.02, "epochs": 10, "batch_size": 64}},
     "Random labels on D_f, then true labels on D_r, each epoch."))
 
 
@@ -163,7 +169,7 @@ def _build_l1_sparse(config, original: Original, data: UnlearningData, seed: int
 register(Method(
     "l1_sparse", frozenset({"retain"}), _build_l1_sparse,
     {"resnet18": {**SGD, "learning_rate": 0.01, "epochs": 10, "batch_size": 256, "alpha": 5e-4},
-     "small": {**SGD, "learning_rate": 0.1, "epochs": 20, "batch_size": 64, "alpha": 1e-4}},
+     "small": {**SGD, "learning_rate": 0.05, "epochs": 40, "batch_size": 64, "alpha": 1e-4}},
     "FT on D_r + γ_t‖θ‖₁, γ_t = α(1 − t/T)."))
 
 
@@ -207,7 +213,7 @@ register(Method(
     "salun", frozenset({"forget", "retain"}), _build_salun,
     {"resnet18": {**SGD, "learning_rate": 0.013, "epochs": 10, "batch_size": 256,
                   "mask_fraction": 0.5},
-     "small": {**SGD, "learning_rate": 0.02, "epochs": 5, "batch_size": 64,
+     "small": {**SGD, "learning_rate": 0.02, "epochs": 10, "batch_size": 64,
                "mask_fraction": 0.5}},
     "RL restricted to the most forget-salient half of the weights (mask on the whole update)."))
 
@@ -243,7 +249,8 @@ def _build_last_k(name: str, reinit: bool):
 register(Method(
     "cf_k", frozenset({"retain"}), _build_last_k("cf_k", reinit=False),
     {"resnet18": {**SGD, "learning_rate": 0.01, "epochs": 10, "batch_size": 256, "k": 2},
-     "small": {**SGD, "learning_rate": 0.05, "epochs": 10, "batch_size": 64, "k": 2}},
+     "small": {**SGD, "learning_rate": 0.05, "weight_decay": 0.0, "epochs": 10, "batch_size": 64,
+               "k": 2}},
     "Fine-tune only the last k blocks on D_r (the rest frozen, bit-identical)."))
 
 register(Method(

@@ -36,19 +36,21 @@ def error_maximising_noise(original: Original, label: int, key: jax.Array, *, si
   model = original.model
   tx = optax.adam(learning_rate)
 
-  def loss(noise):
-    logits = model.apply(original.params, original.model_state, noise)[1]
-    ce = jnp.mean(cross_entropy(logits, jnp.full((size,), label)))
-    return -ce + reg * jnp.mean(jnp.sum(noise**2, axis=(1, 2, 3)))
+  def learn(params, model_state, noise):
+    def loss(n):
+      logits = model.apply(params, model_state, n)[1]
+      ce = jnp.mean(cross_entropy(logits, jnp.full((size,), label)))
+      return -ce + reg * jnp.mean(jnp.sum(n**2, axis=(1, 2, 3)))
 
-  def step(carry, _):
-    noise, opt_state = carry
-    updates, opt_state = tx.update(jax.grad(loss)(noise), opt_state)
-    return (optax.apply_updates(noise, updates), opt_state), None
+    def step(carry, _):
+      n, opt_state = carry
+      updates, opt_state = tx.update(jax.grad(loss)(n), opt_state)
+      return (optax.apply_updates(n, updates), opt_state), None
+
+    return jax.lax.scan(step, (noise, tx.init(noise)), length=steps)[0][0]
 
   noise = jax.random.normal(key, (size, *model.input_shape))
-  (noise, _), _ = jax.jit(lambda n: jax.lax.scan(step, (n, tx.init(n)), length=steps))(noise)
-  return noise
+  return jax.jit(learn)(original.params, original.model_state, noise)
 
 
 def _build(config, original: Original, data: UnlearningData, seed: int) -> Plan:

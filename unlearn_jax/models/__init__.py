@@ -8,7 +8,7 @@ running statistics and returns ``model_state`` unchanged.
 """
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -86,6 +86,24 @@ def apply_head(params: Params, features: jax.Array) -> jax.Array:
   """Logits s = z W + b from penultimate features with the model's final layer."""
   bias = params["head"]["bias"]
   return features @ params["head"]["kernel"] + bias.reshape((1,) * (features.ndim - 1) + (-1,))
+
+
+def final_layer(params, *, field: str = "params") -> tuple[jax.Array, jax.Array]:
+  """The head ``(kernel [d, C], bias [C])`` of ``params``: the layer s = z W + b every attack edits.
+
+  Raises:
+    ValueError: ``params`` has no ``head`` with a 2-D ``kernel`` and a matching ``bias``.
+  """
+  head = params.get("head") if isinstance(params, Mapping) else None
+  if not isinstance(head, Mapping) or "kernel" not in head or "bias" not in head:
+    raise ValueError(f"{field}: no final layer {field}['head'] with 'kernel' and 'bias'; attacks "
+                     "need a model that returns (features, logits) with logits from a Dense "
+                     "named 'head'.")
+  kernel, bias = head["kernel"], head["bias"]
+  if kernel.ndim != 2 or bias.shape != (kernel.shape[1],):
+    raise ValueError(f"{field}.head: kernel {tuple(kernel.shape)} and bias {tuple(bias.shape)} "
+                     "are not a [d, C] / [C] pair.")
+  return kernel, bias
 
 
 def make_model(name: str, *, num_classes: int, input_shape: Sequence[int],

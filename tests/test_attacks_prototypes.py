@@ -1,0 +1,171 @@
+"""Prototypical relearning attack: the head edit's algebra, the grid, and real digits."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from unlearn_jax.data.splits import ForgetSpec, make_splits
+from unlearn_jax.evaluation.prototypes import (
+  ALPHAS,
+  edit_head,
+  pra_grid,
+  prototype,
+  prototypical_relearning,
+)
+
+
+@pytest.fixture(scope="module")
+def class0(digits_class0):
+  return digits_class0
+
+
+@pytest.fixture(scope="module")
+def ga_unlearned(digits_model, digits_original, class0, digits_ga):
+  return digits_ga
+
+
+def _unit_rows(key, n, d):
+  return prototype(jax.random.normal(key, (n, 3, d)))
+
+
+def test_prototype_is_normalised_mean():
+  z = np.array([[[1.0, 2.0, 2.0], [3.0, 2.0, 4.0]]], np.float32)
+  mean = z.mean(axis=1)
+  np.testing.assert_allclose(prototype(z), mean / np.linalg.norm(mean, axis=-1, keepdims=True),
+                             rtol=1e-6)
+  zero = prototype(jnp.zeros((2, 4, 3)))
+  assert np.all(np.isfinite(zero)) and np.all(zero == 0)
+
+
+@pytest.mark.parametrize("mode", ["cosine", "l2"])
+def test_alpha_zero_is_identity(digits_original, mode):
+  params = digits_original[0]
+  protos = _unit_rows(jax.random.key(0), 2, params["head"]["kernel"].shape[0])
+  edited = edit_head(params, protos, jnp.array([0, 3]), 0.0, mode=mode)
+  for a, b in zip(jax.tree.leaves(edited), jax.tree.leaves(params), strict=True):
+    np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("alpha", [0.2, 0.7, 1.0])
+def test_edit_matches_naive_numpy(digits_original, alpha):
+  params = digits_original[0]
+  kernel, bias = np.asarray(params["head"]["kernel"]), np.asarray(params["head"]["bias"])
+  classes = np.array([2, 5])
+  protos = np.asarray(_unit_rows(jax.random.key(1), 2, kernel.shape[0]))
+  cos = edit_head(params, protos, classes, alpha, mode="cosine")["head"]
+  l2 = edit_head(params, protos, classes, alpha, mode="l2")["head"]
+  kept = np.setdiff1d(np.arange(kernel.shape[1]), classes)
+  for i, c in enumerate(classes):
+    np.testing.assert_array_equal(cos["bias"][c], np.float32(1 - alpha) * bias[c])
+    np.testing.assert_allclose(cos["kernel"][:, c], alpha * protos[i] + (1 - alpha) * kernel[:, c],
+                               rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(l2["kernel"][:, c],
+                               2 * alpha * protos[i] + (1 - alpha) * kernel[:, c],
+                               rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(l2["bias"][c], -alpha * np.sum(protos[i]**2)
+                               + (1 - alpha) * bias[c], rtol=1e-6, atol=1e-7)
+  for head in (cos, l2):
+    np.testing.assert_array_equal(head["kernel"][:, kept], kernel[:, kept])
+    np.testing.assert_array_equal(head["bias"][kept], bias[kept])
+
+
+def test_l2_rule_is_nearest_prototype():
+  """With α = 1 the L2 rule's logit is s_c = ‖z‖² − ‖z − p̂_c‖²."""
+  params = {"head": {"kernel": jnp.zeros((4, 3)), "bias": jnp.zeros(3)}}
+  p = _unit_rows(jax.random.key(2), 1, 4)
+  z = jax.random.normal(jax.random.key(3), (6, 4))
+  head = edit_head(params, p, jnp.array([1]), 1.0, mode="l2")["head"]
+  logit = z @ head["kernel"][:, 1] + head["bias"][1]
+  np.testing.assert_allclose(logit, jnp.sum(z**2, -1) - jnp.sum((z - p)**2, -1), atol=1e-5)
+
+
+def test_edit_jit_and_vmap_over_alpha(digits_original):
+  params = digits_original[0]
+  protos = _unit_rows(jax.random.key(4), 1, params["head"]["kernel"].shape[0])
+  classes, alphas = jnp.array([7]), jnp.array([0.2, 0.6, 1.0])
+  batched = jax.jit(jax.vmap(lambda a: edit_head(params, protos, classes, a)["head"]))(alphas)
+  for i, a in enumerate(alphas):
+    single = edit_head(params, protos, classes, a)["head"]
+    np.testing.assert_allclose(batched["kernel"][i], single["kernel"], rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(batched["bias"][i], single["bias"], rtol=1e-6, atol=1e-7)
+
+
+def _synthetic_sets(key, num_classes=4, per_class=20):
+  """Features clustered at 10·e_y; a head W = I whose forgotten classes 0, 1 have bias −1000."""
+  labels = np.repeat(np.arange(num_classes), per_class).astype(np.int32)
+  z = 10 * np.eye(num_classes, dtype=np.float32)[labels]
+  z = z + 0.5 * np.abs(np.asarray(jax.random.normal(key, z.shape)))
+  params = {"head": {"kernel": jnp.eye(num_classes),
+                     "bias": jnp.array([-1000.0, -1000.0, 0.0, 0.0])}}
+  forget = labels < 2
+  sets = {"forget": (z[forget], labels[forget]), "test_forget": (z[forget], labels[forget]),
+          "test_retain": (z[~forget], labels[~forget])}
+  return params, sets
+
+
+def test_grid_edits_every_forgotten_class():
+  params, sets = _synthetic_sets(jax.random.key(5))
+  result = pra_grid(params, sets, (0, 1), seed=0, shots=(1, 3), num_draws=2)
+  assert result["base"]["forget"] == 0.0
+  assert len(result["settings"]) == 2 * 2 * len(ALPHAS)  # shots × rules × α
+  best = result["strongest"]
+  assert best["forget"] == 100.0 and best["test_forget"] == 100.0 and best["kept_drop"] <= 1.0
+  shots = np.asarray(result["shots"]["forget/3"])
+  assert shots.shape == (2, 2, 3)
+  labels = sets["forget"][1]
+  assert np.all(labels[shots[:, 0]] == 0) and np.all(labels[shots[:, 1]] == 1)
+  again = pra_grid(params, sets, (0, 1), seed=0, shots=(1, 3), num_draws=2)
+  assert again["shots"] == result["shots"]
+  other = pra_grid(params, sets, (0, 1), seed=1, shots=(1, 3), num_draws=2)
+  assert other["shots"] != result["shots"]
+
+
+def test_strongest_respects_kept_accuracy():
+  """A constraint no setting meets gives no strongest attack rather than a harmful one."""
+  params, sets = _synthetic_sets(jax.random.key(6))
+  result = pra_grid(params, sets, (0, 1), seed=0, shots=(2,), num_draws=2, max_kept_drop=-1.0)
+  assert result["strongest"] is None and result["strongest_by_shots"]["forget/2"] is None
+
+
+def test_pra_recovers_gradient_ascent_on_digits(digits_model, class0, ga_unlearned):
+  """ReLU features have large norms, so the forget class flips from losing to taking every
+  image within a narrow α window; the attacker sweeps α in steps of 0.05 to find it."""
+  alphas = tuple(np.round(np.arange(1, 21) * 0.05, 2))
+  result = prototypical_relearning(digits_model, *ga_unlearned, class0, seed=0, shots=(1, 5),
+                                   num_draws=3, shot_sources=("forget", "test_forget"),
+                                   alphas=alphas)
+  best = result["strongest"]
+  print(f"\nGA-unlearned digits: Acc(D_f) {result['base']['forget']:.1f}% → PRA "
+        f"{best['forget']:.1f}% (D_t^f {best['test_forget']:.1f}%, {best['mode']}, "
+        f"α={best['alpha']}, K={best['shots']} from {best['source']}, kept drop "
+        f"{best['kept_drop']:.2f} pt)")
+  assert result["base"]["forget"] <= 5.0
+  assert best["forget"] >= 50.0 and best["test_forget"] >= 50.0
+  assert best["kept_drop"] <= 1.0
+  assert set(result["strongest_by_shots"]) == {"forget/1", "forget/5", "test_forget/1",
+                                               "test_forget/5"}
+
+
+def test_bad_inputs_name_the_field(digits, digits_model, digits_original, class0):
+  params, sets = _synthetic_sets(jax.random.key(7))
+  with pytest.raises(ValueError, match=r"shots: K=21 exceeds the 20 images of class 0"):
+    pra_grid(params, sets, (0, 1), seed=0, shots=(21,))
+  with pytest.raises(ValueError, match="shots: K=50 exceeds the 36 images of class 0 in "
+                     "test_forget"):
+    prototypical_relearning(digits_model, *digits_original, class0, seed=0, shots=(50,),
+                            shot_sources=("test_forget",))
+  empty = {**sets, "forget": (sets["forget"][0][:0], sets["forget"][1][:0])}
+  with pytest.raises(ValueError, match="sets.forget"):
+    pra_grid(params, empty, (0, 1), seed=0)
+  with pytest.raises(ValueError, match="forget_classes"):
+    pra_grid(params, sets, (), seed=0)
+  with pytest.raises(ValueError, match="alphas"):
+    pra_grid(params, sets, (0,), seed=0, alphas=(1.5,))
+  with pytest.raises(ValueError, match="mode"):
+    edit_head(params, jnp.zeros((1, 4)), jnp.array([0]), 0.5, mode="dot")
+  with pytest.raises(ValueError, match=r"params: no final layer"):
+    edit_head({"dense": params["head"]}, jnp.zeros((1, 4)), jnp.array([0]), 0.5)
+  random_split = make_splits(digits, ForgetSpec(fraction=0.1), seed=0)
+  with pytest.raises(ValueError, match="splits.forget_classes"):
+    prototypical_relearning(digits_model, *digits_original, random_split, seed=0)

@@ -1,0 +1,171 @@
+"""Methods: registry and bad input, enforced data access, masks, and the digits acceptance table
+(small CNN, class 0 forgotten)."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from unlearn_jax.data.splits import ForgetSpec, make_splits
+from unlearn_jax.evaluation.outputs import accuracy, model_outputs
+from unlearn_jax.methods import METHODS, Original, UnlearningData, get_method
+from unlearn_jax.methods.finetune import last_blocks_mask, saliency_mask
+from unlearn_jax.training.unlearn import method_data, unlearn
+
+# Must reach ≤ 5% forget-train accuracy with kept-class test accuracy within 3 points.
+STRICT = ("spotter", "opc", "ga", "rl", "salun", "scrub", "neggrad_plus", "boundary_shrink")
+
+
+@pytest.fixture(scope="module")
+def splits(digits):
+  return make_splits(digits, ForgetSpec(classes=(0,)), seed=0)
+
+
+@pytest.fixture(scope="module")
+def original(digits_model, digits_original):
+  return Original(digits_model, *digits_original)
+
+
+@pytest.fixture(scope="module")
+def results(original, splits):
+  return {}
+
+
+def _unlearned(name, original, splits, results):
+  if name not in results:
+    results[name] = unlearn(name, original, splits, seed=0, progress=False)
+  return results[name]
+
+
+def test_unknown_method_lists_the_known_ones():
+  with pytest.raises(ValueError, match="method: unknown method 'gd'; known: bad_teacher, "):
+    get_method("gd")
+  assert len(METHODS) == 17
+
+
+def test_unknown_hyper_parameter_and_profile():
+  with pytest.raises(ValueError, match="methods.spotter.lambda3: unknown hyper-parameter"):
+    get_method("spotter").config("small", lambda3=1.0)
+  with pytest.raises(ValueError, match="profile: 'large' unknown"):
+    get_method("spotter").config("large")
+
+
+@pytest.mark.parametrize("name, overrides, message", [
+    ("neggrad_plus", {"beta": 1.5}, r"weights.neg_ce: -0.5 is not allowed"),
+    ("opc", {"lam": float("nan")}, r"weights.contraction: nan is not allowed"),
+    ("spotter", {"lambda1": 1.2}, r"spotter.lambda1: 1.2 not in \[0, 1\]"),
+    ("l1_sparse", {"alpha": -1e-4}, r"weights.l1: -0.0001 is not allowed"),
+])
+def test_bad_weights_are_rejected_before_training(original, splits, name, overrides, message):
+  method = get_method(name)
+  with pytest.raises(ValueError, match=message):
+    method.build(method.config("small", **overrides), original, method_data(method, splits), 0)
+
+
+def test_method_needing_retain_data_given_none(original, splits):
+  data = UnlearningData(splits.forget, None, (0,), 10)
+  with pytest.raises(ValueError, match="method 'ft' needs retain data, but none was given"):
+    get_method("ft").build(get_method("ft").config(), original, data, 0)
+
+
+class Tripwire:
+  """Stands in for D_r: any use of it fails the test."""
+
+  def __getattr__(self, name):
+    raise AssertionError(f"retain data was read ({name})")
+
+  def __len__(self):
+    raise AssertionError("retain data was read (len)")
+
+
+@pytest.mark.parametrize("name", ["spotter", "ga", "boundary_shrink", "boundary_expanding"])
+def test_forget_only_methods_never_see_retain_data(original, splits, name):
+  method = get_method(name)
+  assert method.reads == frozenset({"forget"})
+  assert method_data(method, splits).retain is None
+  data = dataclasses.replace(method_data(method, splits), retain=Tripwire())
+  plan = method.build(method.config(), original, data, 0)
+  for block in plan.blocks[:2]:
+    assert set(block.batch_fn(0)) <= {"forget", "perturbed"}
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_digits_class_zero(original, splits, results, name, digits_model):
+  base_test = accuracy(digits_model, original.params, original.model_state, splits.test_retain)
+  r = _unlearned(name, original, splits, results)
+  forget = accuracy(digits_model, r.params, r.model_state, splits.forget)
+  kept = accuracy(digits_model, r.params, r.model_state, splits.test_retain)
+  print(f"{name}: D_f {forget:.1f}  D_t^r {kept:.1f} (original {base_test:.1f})  {r.seconds:.1f}s")
+  if name in STRICT:
+    assert forget <= 5.0 and kept >= base_test - 3.0
+  elif name in ("ft", "retrain"):
+    assert forget <= 5.0
+  else:
+    assert forget <= 20.0 and kept >= base_test - 5.0
+
+
+@pytest.mark.parametrize("name", sorted(set(METHODS) - {"retrain", "ssd"}))
+def test_methods_start_from_the_original_model(original, splits, name):
+  method = get_method(name)
+  plan = method.build(method.config(), original, method_data(method, splits), 0)
+  shared = [k for k in original.params if k != "head"]
+  if name != "eu_k":
+    for k in shared:
+      assert all(a is b or np.array_equal(a, b) for a, b in zip(
+          jax.tree.leaves(plan.params[k]), jax.tree.leaves(original.params[k]), strict=True)), k
+
+
+def _bit_identical_where_masked(mask, before, after):
+  frozen = jax.tree.map(lambda m, a, b: np.array_equal(np.asarray(a)[np.asarray(m) == 0],
+                                                       np.asarray(b)[np.asarray(m) == 0]),
+                        mask, before, after)
+  moved = jax.tree.map(lambda m, a, b: bool(np.any(np.asarray(a)[np.asarray(m) > 0]
+                                                   != np.asarray(b)[np.asarray(m) > 0])),
+                       mask, before, after)
+  return all(jax.tree.leaves(frozen)), any(jax.tree.leaves(moved))
+
+
+def test_salun_and_cf_k_masked_weights_stay_bit_identical(original, splits, results):
+  assert get_method("salun").config().weight_decay > 0 and get_method("salun").config().momentum
+  salun = _unlearned("salun", original, splits, results)
+  assert len(salun.history) and salun.history[-1]["step"] >= 20
+  mask = saliency_mask(original, splits.forget, 0.5)
+  frozen_ok, moved = _bit_identical_where_masked(mask, original.params, salun.params)
+  assert frozen_ok and moved
+  config = get_method("cf_k").config(weight_decay=5e-4, momentum=0.9)
+  cf_k = unlearn("cf_k", original, splits, seed=0, config=config, progress=False)
+  assert cf_k.history[-1]["step"] >= 20
+  mask = last_blocks_mask(original.model, original.params, 2)
+  frozen_ok, moved = _bit_identical_where_masked(mask, original.params, cf_k.params)
+  assert frozen_ok and moved
+
+
+def test_opc_contracts_forget_logits_tenfold(original, splits, results):
+  opc = _unlearned("opc", original, splits, results)
+  norm = lambda p, s: np.linalg.norm(  # noqa: E731
+      model_outputs(original.model, p, s, splits.forget)[1], axis=1).mean()
+  assert norm(opc.params, opc.model_state) * 10 <= norm(original.params, original.model_state)
+
+
+def test_unlearning_is_reproducible(original, splits, results):
+  again = unlearn("spotter", original, splits, seed=0, progress=False)
+  first = _unlearned("spotter", original, splits, results)
+  for a, b in zip(jax.tree.leaves(again.params), jax.tree.leaves(first.params), strict=True):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_class_only_methods_refuse_random_forgetting(original, digits):
+  random_splits = make_splits(digits, ForgetSpec(fraction=0.1), seed=0)
+  for name in ("spotter", "unsir"):
+    with pytest.raises(ValueError, match=f"{name}: class unlearning only"):
+      unlearn(name, original, random_splits, seed=0, progress=False)
+
+
+def test_early_stop_ends_gradient_ascent(original, splits, results):
+  ga = _unlearned("ga", original, splits, results)
+  assert ga.history[-1].get("stopped_early") == 1.0
+  total = get_method("ga").config().epochs * -(-len(splits.forget) // 16)
+  assert ga.history[-1]["step"] < total
+  assert jnp.isfinite(jnp.asarray(ga.history[-2]["loss"]))

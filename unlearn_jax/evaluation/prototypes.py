@@ -1,0 +1,239 @@
+"""Prototypical Relearning Attack (PRA; Spotter, papers.md §2.6, §8.4): a closed-form edit of the
+final layer from K labelled images per forgotten class, with no gradient step.
+
+For each forgotten class c the attacker averages the unlearned features of K shots, normalises
+the mean to the prototype p̂_c and blends a prototype classifier into column c of the head. The
+grid runner sweeps K, shot draws, α and both target rules as one vmapped program per (source, K,
+rule): features are computed once, every edit and accuracy is linear algebra on them.
+"""
+
+import functools
+from collections.abc import Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from unlearn_jax import seeding
+from unlearn_jax.data.splits import Splits
+from unlearn_jax.evaluation.outputs import model_outputs
+from unlearn_jax.models import Model, apply_head, final_layer
+from unlearn_jax.objectives.losses import safe_normalize
+
+MODES = ("cosine", "l2")
+# α in steps of 0.05: on ReLU features the forget class flips from losing to winning every image
+# within a narrow α window (measured on digits), which papers.md's coarse grid (0.2, 0.4, …, 1.0)
+# can step over; pass ``alphas=`` for that grid.
+ALPHAS = tuple(round(0.05 * i, 2) for i in range(1, 21))
+SHOTS = (1, 5, 10)
+SETS = ("forget", "test_forget", "test_retain")
+
+
+def prototype(shot_features: jax.Array) -> jax.Array:
+  """p̂ = p / ‖p‖ with p = (1/K) Σ_k z_k (papers.md §2.6 step 2).
+
+  Args:
+    shot_features: [..., K, d] unlearned features z_k of K shots of one class.
+
+  Returns:
+    [..., d] unit prototypes; a zero mean gives the zero vector (ε-guarded normaliser).
+
+  >>> prototype(jnp.array([[3.0, 0.0], [5.0, 0.0]]))
+  Array([1., 0.], dtype=float32)
+  """
+  return safe_normalize(jnp.mean(shot_features, axis=-2))
+
+
+def edit_head(params, prototypes: jax.Array, classes: jax.Array, alpha: jax.Array, *,
+              mode: str = "cosine"):
+  """W[:, c] ← α w*_c + (1 − α) W[:, c], b_c ← α b*_c + (1 − α) b_c for each c (papers.md §8.4).
+
+  Cosine rule (w*, b*) = (p̂_c, 0); L2 rule (w*, b*) = (2 p̂_c, −‖p̂_c‖²), so that
+  s_c = ‖z‖² − ‖z − p̂_c‖² (nearest prototype). Other classes and layers are untouched; α = 0
+  returns the head bit for bit. Pure and jit/vmap-able over prototypes and α.
+
+  Args:
+    params: model parameters with ``head`` {kernel [d, C], bias [C]} (Flax layout: class c is
+      ``kernel[:, c]``).
+    prototypes: [n, d] prototypes p̂ of the n edited classes.
+    classes: int [n] class ids (distinct).
+    alpha: scalar blend α ∈ [0, 1].
+    mode: "cosine" or "l2".
+
+  Returns:
+    New parameters (a dict) with the edited head.
+
+  Raises:
+    ValueError: unknown ``mode`` or no ``head``.
+  """
+  if mode not in MODES:
+    raise ValueError(f"mode: {mode!r}; allowed: {', '.join(MODES)}.")
+  kernel, bias = (jnp.asarray(a) for a in final_layer(params))
+  if mode == "cosine":
+    target_w, target_b = prototypes, jnp.zeros(prototypes.shape[:1], bias.dtype)
+  else:
+    target_w, target_b = 2.0 * prototypes, -jnp.sum(prototypes * prototypes, axis=-1)
+  columns = alpha * target_w.T + (1.0 - alpha) * kernel[:, classes]
+  biases = alpha * target_b + (1.0 - alpha) * bias[classes]
+  head = {**params["head"], "kernel": kernel.at[:, classes].set(columns),
+          "bias": bias.at[classes].set(biases)}
+  return {**params, "head": head}
+
+
+@functools.partial(jax.jit, static_argnames="mode")
+def _grid_correct(head, prototypes, classes, alphas, eval_sets, *, mode):
+  """Correct counts {set: [R, A]} over shot draws (prototypes [R, n, d]) and α [A]."""
+
+  def correct(protos, alpha):
+    edited = edit_head({"head": head}, protos, classes, alpha, mode=mode)
+    return {name: jnp.sum(jnp.argmax(apply_head(edited, z), axis=-1) == y)
+            for name, (z, y) in eval_sets.items()}
+
+  return jax.vmap(jax.vmap(correct, in_axes=(None, 0)), in_axes=(0, None))(prototypes, alphas)
+
+
+def _accuracy(correct, n: int):
+  return 100.0 * np.asarray(correct, np.float64) / n if n else np.full(np.shape(correct), np.nan)
+
+
+def _draw_shots(labels: np.ndarray, classes: Sequence[int], k: int, num_draws: int,
+                rng: np.random.Generator, source: str) -> np.ndarray:
+  """Shot positions [R, n, K] into the source set: K distinct images of each class per draw."""
+  members = [np.flatnonzero(labels == c) for c in classes]
+  for c, m in zip(classes, members, strict=True):
+    if k > len(m):
+      raise ValueError(f"shots: K={k} exceeds the {len(m)} images of class {c} in {source}; "
+                       f"allowed K ≤ {len(m)}.")
+  return np.stack([np.stack([rng.choice(m, size=k, replace=False) for m in members])
+                   for _ in range(num_draws)])
+
+
+def _validate(sets, forget_classes, shots, num_draws, alphas, modes, shot_sources, select_on):
+  if not forget_classes:
+    raise ValueError("forget_classes: PRA attacks class unlearning; got no forgotten class.")
+  missing = [s for s in SETS if s not in sets]
+  if missing:
+    raise ValueError(f"sets: missing {missing}; needs {', '.join(SETS)}.")
+  if len(sets["forget"][1]) == 0:
+    raise ValueError("sets.forget: the forget set D_f is empty.")
+  if not shots or min(shots) < 1:
+    raise ValueError(f"shots: {tuple(shots)}; each K must be ≥ 1.")
+  if num_draws < 1:
+    raise ValueError(f"num_draws: {num_draws}; must be ≥ 1.")
+  if not alphas or not all(0.0 <= a <= 1.0 for a in alphas):
+    raise ValueError(f"alphas: {tuple(alphas)}; each α must lie in [0, 1].")
+  if not modes or set(modes) - set(MODES):
+    raise ValueError(f"modes: {tuple(modes)}; allowed: {', '.join(MODES)}.")
+  if not shot_sources or set(shot_sources) - {"forget", "test_forget"}:
+    raise ValueError(f"shot_sources: {tuple(shot_sources)}; allowed: forget, test_forget.")
+  if select_on not in ("forget", "test_forget"):
+    raise ValueError(f"select_on: {select_on!r}; allowed: forget, test_forget.")
+
+
+def _strongest(settings: list[dict], select_on: str, max_kept_drop: float) -> dict | None:
+  allowed = [s for s in settings if s["kept_drop"] <= max_kept_drop]
+  return max(allowed, key=lambda s: s[select_on]) if allowed else None
+
+
+def pra_grid(params, sets: Mapping[str, tuple[np.ndarray, np.ndarray]],
+             forget_classes: Sequence[int], *, seed: int, shots: Sequence[int] = SHOTS,
+             num_draws: int = 5, alphas: Sequence[float] = ALPHAS,
+             modes: Sequence[str] = MODES, shot_sources: Sequence[str] = ("forget",),
+             select_on: str = "forget", max_kept_drop: float = 1.0) -> dict:
+  """PRA over K × draws × α × rule on precomputed features; the strongest attack (papers.md §8.4).
+
+  Strongest = the setting with the highest mean ``select_on`` accuracy over draws among those
+  whose mean kept-class test accuracy Acc(D_t^r) drops by at most ``max_kept_drop`` points from
+  the unedited head's.
+
+  Args:
+    params: unlearned parameters θ_u (only ``head`` is read).
+    sets: {"forget", "test_forget", "test_retain"} → (features [N, d], labels int [N]) of θ_u.
+    forget_classes: the forgotten classes 𝒞_f; every one's column is edited at once.
+    seed: the draws for source s and K come from ``host_rng(seed, "pra_shots", s, K)``; the
+      shots are recorded in the result.
+    shots: the K values. num_draws: random shot draws per K. alphas: blends α.
+    modes: target rules ("cosine", "l2"). shot_sources: where shots come from ("forget" = D_f,
+      "test_forget" = D_t^f). select_on: the forget accuracy the strongest attack maximises.
+    max_kept_drop: allowed drop of Acc(D_t^r) in points.
+
+  Returns:
+    {"base": accuracies of the unedited head, "settings": one dict per (source, K, mode, α) with
+    mean and std over draws of each set's accuracy in % and "kept_drop", "strongest": the
+    strongest setting (None if none keeps Acc(D_t^r)), "strongest_by_shots": {"source/K": ...},
+    "shots": {"source/K": positions [R][n][K] into that source set}, "seed"}.
+
+  Raises:
+    ValueError: no forget class, empty D_f, K larger than a class's available shots, or an
+      invalid option (the message names the field).
+  """
+  _validate(sets, forget_classes, shots, num_draws, alphas, modes, shot_sources, select_on)
+  kernel, bias = final_layer(params)
+  if sets["forget"][0].shape[-1] != kernel.shape[0]:
+    raise ValueError(f"sets.forget: features of dimension {sets['forget'][0].shape[-1]} do not "
+                     f"match the head's input dimension {kernel.shape[0]}.")
+  head = {"kernel": kernel, "bias": bias}
+  sizes = {name: len(sets[name][1]) for name in SETS}
+  eval_sets = {name: (jnp.asarray(sets[name][0]), jnp.asarray(sets[name][1])) for name in SETS}
+  classes = jnp.asarray(forget_classes, jnp.int32)
+  base_correct = _grid_correct(head, jnp.zeros((1, len(forget_classes), kernel.shape[0])),
+                               classes, jnp.zeros((1,)), eval_sets, mode="cosine")
+  base = {name: float(_accuracy(base_correct[name], sizes[name])[0, 0]) for name in SETS}
+  settings, shot_record, by_shots = [], {}, {}
+  for source in shot_sources:
+    features, labels = sets[source]
+    for k in shots:
+      rng = seeding.host_rng(seed, "pra_shots", source, k)
+      positions = _draw_shots(labels, forget_classes, k, num_draws, rng, source)
+      shot_record[f"{source}/{k}"] = positions.tolist()
+      protos = prototype(jnp.asarray(features)[positions])
+      group = []
+      for mode in modes:
+        correct = _grid_correct(head, protos, classes, jnp.asarray(alphas, jnp.float32),
+                                eval_sets, mode=mode)
+        acc = {name: _accuracy(correct[name], sizes[name]) for name in SETS}
+        for j, alpha in enumerate(alphas):
+          row = {"source": source, "shots": k, "mode": mode, "alpha": float(alpha)}
+          for name in SETS:
+            row[name] = float(np.mean(acc[name][:, j]))
+            row[f"{name}_std"] = float(np.std(acc[name][:, j]))
+          row["kept_drop"] = base["test_retain"] - row["test_retain"]
+          group.append(row)
+      by_shots[f"{source}/{k}"] = _strongest(group, select_on, max_kept_drop)
+      settings.extend(group)
+  return {"base": base, "settings": settings,
+          "strongest": _strongest(settings, select_on, max_kept_drop),
+          "strongest_by_shots": by_shots, "shots": shot_record, "seed": int(seed),
+          "select_on": select_on, "max_kept_drop": float(max_kept_drop)}
+
+
+def prototypical_relearning(model: Model, params, model_state, splits: Splits, *, seed: int,
+                            batch_size: int = 512, mesh=None, **grid_options) -> dict:
+  """The PRA grid on θ_u's features of D_f, D_t^f and D_t^r (papers.md §2.6, §8.4).
+
+  Args:
+    model: the unlearned model's architecture; params, model_state: θ_u.
+    splits: a class-unlearning split (``forget_classes`` non-empty).
+    seed: the shot draws' seed (see :func:`pra_grid`).
+    batch_size, mesh: for the one forward pass over each set (:func:`model_outputs`).
+    **grid_options: shots, num_draws, alphas, modes, shot_sources, select_on, max_kept_drop.
+
+  Returns:
+    :func:`pra_grid`'s dict; shot positions index ``splits.forget`` / ``splits.test_forget``.
+
+  Raises:
+    ValueError: as :func:`pra_grid`, or ``params`` without a ``head``.
+  """
+  final_layer(params)
+  if not splits.forget_classes:
+    raise ValueError("splits.forget_classes: PRA attacks class unlearning; the split forgets "
+                     "no whole class.")
+  data = {"forget": splits.forget, "test_forget": splits.test_forget,
+          "test_retain": splits.test_retain}
+  sets = {name: (model_outputs(model, params, model_state, d, batch_size=batch_size,
+                               mesh=mesh)[0], d.labels) for name, d in data.items()}
+  return pra_grid(params, sets, splits.forget_classes, seed=seed, **grid_options)
+
+
+__all__ = ["ALPHAS", "MODES", "SHOTS", "edit_head", "final_layer", "pra_grid", "prototype",
+           "prototypical_relearning"]
