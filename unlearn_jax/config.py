@@ -42,6 +42,11 @@ def apply_override(config: ml_collections.ConfigDict, dotted: str, value) -> Non
     if part not in node:
       raise ValueError(f"config.{'.'.join(parents[:i + 1])}: unknown key.")
     node = node[part]
+  if parents[:1] == ["hparams"] and len(parents) == 2 and isinstance(
+      node, ml_collections.ConfigDict):
+    with node.unlocked():  # method overrides: checked against the method's own hyper-parameters
+      node[leaf] = value
+    return
   if not isinstance(node, ml_collections.ConfigDict) or leaf not in node:
     raise ValueError(f"config.{dotted}: unknown key.")
   try:
@@ -75,3 +80,45 @@ def load_config(spec: str, overrides: tuple[str, ...] | list[str] = ()
       raise ValueError(f"override {item!r}: expected --config.key=value.")
     apply_override(config, key[len("config."):], _parse_value(value))
   return config
+
+
+def experiment_defaults() -> ml_collections.ConfigDict:
+  """The full schema of an experiment config; experiment files start here and change fields."""
+  c = ml_collections.ConfigDict()
+  c.name = "experiment"
+  c.seed = 0  # root of every random choice (splits, inits, data order, attacks)
+  c.output_dir = "runs/experiment"
+  c.cache_dir = "runs/cache"  # original and Retrain models, keyed by their config
+  c.num_devices = 0  # 0: all devices
+  c.checkpoint_every = 200  # steps between checkpoints of a running training
+  c.progress = True
+  c.data = ml_collections.ConfigDict({"name": "digits", "data_dir": None, "source_dir": None,
+                                      "manual_dir": None, "download": False})
+  c.forget = ml_collections.ConfigDict({"classes": (0,), "fraction": None, "indices": (),
+                                        "stratified": True})
+  c.calibration_fraction = 0.5
+  c.model = ml_collections.ConfigDict({"name": "small_cnn", "options": {}})
+  c.original = ml_collections.ConfigDict({
+      "optimizer": "adam", "learning_rate": 1e-3, "momentum": 0.0, "weight_decay": 0.0,
+      "epochs": 15, "batch_size": 64, "decay": (), "augment": False})
+  c.retrain_seeds = (1, 2, 3)  # Retrain oracles trained at once (vmapped); () disables Retrain
+  c.profile = "small"  # methods' hyper-parameter profile: small | resnet18
+  c.methods = ("retrain", "ft", "ga", "neggrad_plus", "rl", "boundary_shrink",
+               "boundary_expanding", "l1_sparse", "salun", "scrub", "bad_teacher", "unsir",
+               "ssd", "cf_k", "eu_k", "spotter", "opc")
+  # Per-method overrides of the profile's hyper-parameters: --config.hparams.spotter.epochs=5.
+  c.hparams = ml_collections.ConfigDict({name: {} for name in c.methods})
+  ev = ml_collections.ConfigDict()
+  ev.mia = True
+  ev.ou = ml_collections.ConfigDict({"enabled": True, "reference_compat": False})
+  ev.pra = ml_collections.ConfigDict({"enabled": True, "shots": (1, 5, 10), "num_draws": 5,
+                                      "curve_shots": 5})
+  ev.recovery = ml_collections.ConfigDict({"enabled": True})
+  ev.representation = True  # CKA and residuals against Retrain (needs Retrain)
+  ev.relearn = ml_collections.ConfigDict({"enabled": True, "shots": 5, "threshold": 90.0,
+                                          "max_steps": 100})
+  ev.inversion = ml_collections.ConfigDict({
+      "enabled": True, "models": ("original", "retrain", "ga", "spotter", "opc"),
+      "num_images": 4, "iterations": 300, "restarts": 1, "learning_rate": 0.1})
+  c.evaluation = ev
+  return c

@@ -31,7 +31,8 @@ def train_classifier(model: Model, data: ArrayDataset, recipe: Recipe, *, seed: 
 
 def train_classifiers(model: Model, data: ArrayDataset, recipe: Recipe, *, seeds: Sequence[int],
                       **kwargs) -> tuple[TrainState, list[dict]]:
-  """One model per seed, trained at once as a vmapped population (leaves lead with K)."""
+  """One model per seed, trained at once as a vmapped population (leaves lead with K);
+  ``kwargs`` go to :func:`~unlearn_jax.training.execute.execute_population`."""
   plans = [classifier_plan(model, data, recipe, s) for s in seeds]
   keys = jnp.stack([seeding.device_key(s, "steps") for s in seeds])
   return execute_population(plans, keys=keys, **kwargs)

@@ -83,6 +83,8 @@ def execute_population(
     keys: jax.Array,
     mesh: jax.sharding.Mesh | None = None,
     state: TrainState | None = None,
+    checkpoint=None,
+    checkpoint_every: int = 0,
     progress: bool = True,
     desc: str = "population",
 ) -> tuple[TrainState, list[dict]]:
@@ -124,5 +126,5 @@ def execute_population(
 
   segments = _segments(plans[0].blocks, steps, batch_fn_of)
   return run_plan(segments, state, key=place(keys), frozen=place(stack(
-      [jax.device_get(p.frozen) for p in plans])), place_batch=place, progress=progress,
-      desc=desc)
+      [jax.device_get(p.frozen) for p in plans])), place_batch=place, checkpoint=checkpoint,
+      checkpoint_every=checkpoint_every, progress=progress, desc=desc)

@@ -13,11 +13,12 @@ import jax
 import ml_collections
 
 from unlearn_jax import seeding
+from unlearn_jax.checkpoint import Checkpointer
 from unlearn_jax.data.splits import Splits
 from unlearn_jax.methods import Method, Original, UnlearningData, get_method
 from unlearn_jax.training.execute import execute_plan
 from unlearn_jax.training.loop import Hook
-from unlearn_jax.training.state import TrainState
+from unlearn_jax.training.state import create_train_state
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,9 +48,9 @@ def unlearn(
     config: ml_collections.ConfigDict | None = None,
     profile: str = "small",
     mesh: jax.sharding.Mesh | None = None,
-    state: TrainState | None = None,
-    checkpoint=None,
+    checkpointer: Checkpointer | None = None,
     checkpoint_every: int = 0,
+    run_key: str = "",
     hooks: Sequence[Hook] = (),
     progress: bool = True,
 ) -> UnlearnResult:
@@ -58,7 +59,8 @@ def unlearn(
   Args:
     method: a registered name or a :class:`Method`.
     config: hyper-parameters (default: ``method.config(profile)``).
-    state: a restored state to resume from (see :mod:`unlearn_jax.checkpoint`).
+    checkpointer: saves the running state every ``checkpoint_every`` steps; a checkpoint of the
+      same ``run_key`` found there is resumed (ending bit-identical to an uninterrupted run).
     hooks: evaluation callbacks ``fn(step, state) -> dict`` every ``every`` steps.
   """
   method = get_method(method) if isinstance(method, str) else method
@@ -66,8 +68,18 @@ def unlearn(
   data = method_data(method, splits)
   start = time.perf_counter()
   plan = method.build(config, original, data, seed)
+  state, save = None, None
+  if checkpointer is not None:
+    meta = checkpointer.meta()
+    if meta and meta.get("run") == run_key:
+      state = checkpointer.restore(jax.eval_shape(
+          lambda: create_train_state(plan.params, plan.model_state, plan.tx)))
+
+    def save(step, st):
+      checkpointer.save(step, st, {"run": run_key, "method": method.name})
+
   final, history = execute_plan(plan, key=seeding.device_key(seed, method.name, "steps"),
-                                mesh=mesh, state=state, checkpoint=checkpoint,
+                                mesh=mesh, state=state, checkpoint=save,
                                 checkpoint_every=checkpoint_every, hooks=hooks, progress=progress,
                                 desc=method.name)
   params, model_state = final.params, final.model_state

@@ -1,0 +1,164 @@
+"""Experiments: configs, the runner end to end on digits, determinism, resume, bad configs, CLI."""
+
+import json
+import pathlib
+
+import jax
+import numpy as np
+import pytest
+
+from unlearn_jax import cli, runner
+from unlearn_jax.checkpoint import Checkpointer
+from unlearn_jax.config import load_config
+from unlearn_jax.report import COLUMNS
+from unlearn_jax.training import unlearn as unlearn_lib
+from unlearn_jax.training.loop import Hook
+
+EXPERIMENTS = sorted(pathlib.Path(__file__).parents[1].joinpath("experiments").glob("*.py"))
+TIMING = {"seconds", "wall_seconds", "hardware", "versions"}
+
+
+def _config(tmp_path, data_dir, *overrides, spec="digits:quick"):
+  return load_config(spec, [f"--config.output_dir={tmp_path / 'out'}",
+                            f"--config.cache_dir={tmp_path / 'cache'}",
+                            f"--config.data.data_dir={data_dir}", "--config.progress=False",
+                            *overrides])
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory, data_dir):
+  """The digits config (reduced epochs) through the CLI, every method."""
+  tmp = tmp_path_factory.mktemp("quick")
+  code = cli.main(["run", "digits:quick", f"--config.output_dir={tmp / 'out'}",
+                   f"--config.cache_dir={tmp / 'cache'}", f"--config.data.data_dir={data_dir}",
+                   "--config.progress=False"])
+  assert code == 0
+  return tmp / "out"
+
+
+def test_digits_run_writes_json_table_and_plots(quick_run):
+  results = json.loads((quick_run / "results.json").read_text())
+  assert set(results) >= {"config", "seed", "hardware", "versions", "splits", "forget_classes",
+                          "models", "noise_floor", "wall_seconds"}
+  methods = list(results["config"]["methods"])
+  assert len(methods) == 17 and list(results["models"]) == ["original", *methods]
+  for name, row in results["models"].items():
+    for _, key, _ in COLUMNS:
+      assert key in row["metrics"] or key in ("inversion/psnr",), (name, key)
+  assert results["models"]["retrain"]["metrics"]["UA"] == 100.0
+  assert results["models"]["original"]["metrics"]["UA"] <= 5.0
+  assert set(results["noise_floor"]) and results["splits"]["forget"] == 142
+  table = (quick_run / "results.md").read_text().splitlines()
+  rows = [line.split("|")[1].strip() for line in table if line.startswith("| ")][1:]
+  assert rows == ["original", *methods]
+  for plot in ("features.png", "pra_alpha.png", "recovery.png", "inversion.png"):
+    assert (quick_run / plot).stat().st_size > 10_000
+
+
+def test_report_regenerates_from_json(quick_run, capsys):
+  (quick_run / "results.md").unlink()
+  assert cli.main(["report", str(quick_run)]) == 0
+  assert "| spotter |" in (quick_run / "results.md").read_text()
+  assert "| opc |" in capsys.readouterr().out
+
+
+def _numbers(tree):
+  if isinstance(tree, dict):
+    return {k: _numbers(v) for k, v in tree.items() if k not in TIMING and k != "config"}
+  if isinstance(tree, list):
+    return [_numbers(v) for v in tree]
+  return tree
+
+
+def test_same_config_and_seed_give_identical_numbers(tmp_path, data_dir):
+  subset = ["--config.methods=('retrain', 'ga', 'spotter', 'opc')",
+            "--config.evaluation.inversion.models=('original', 'opc')"]
+  first = runner.run_experiment(_config(tmp_path / "a", data_dir, *subset))
+  second = runner.run_experiment(_config(tmp_path / "b", data_dir, *subset))
+  assert _numbers(first) == _numbers(second)
+
+
+def test_killed_run_restarts_without_redoing_finished_methods(tmp_path, data_dir, monkeypatch):
+  config = _config(tmp_path, data_dir, "--config.methods=('ga', 'spotter')",
+                   "--config.evaluation.inversion.enabled=False")
+  calls = []
+  real = unlearn_lib.unlearn
+
+  def flaky(method, *args, **kwargs):
+    calls.append(method.name)
+    if method.name == "spotter" and calls.count("spotter") == 1:
+      raise KeyboardInterrupt
+    return real(method, *args, **kwargs)
+
+  monkeypatch.setattr(runner, "unlearn", flaky)
+  with pytest.raises(KeyboardInterrupt):
+    runner.run_experiment(config)
+  assert (tmp_path / "out" / "methods" / "ga.json").exists()
+  results = runner.run_experiment(config)
+  assert calls == ["ga", "spotter", "spotter"]
+  assert results["models"]["ga"]["metrics"]["UA"] >= 95.0
+  runner.run_experiment(config)  # everything cached now
+  assert calls == ["ga", "spotter", "spotter"]
+
+
+def test_killed_unlearning_resumes_bit_identical(tmp_path, digits_model, digits_original,
+                                                 digits_class0):
+  from unlearn_jax.methods import Original
+  original = Original(digits_model, *digits_original)
+  full = unlearn_lib.unlearn("opc", original, digits_class0, seed=0, progress=False)
+
+  def kill(step, state):
+    if step == 25:
+      raise KeyboardInterrupt
+    return {}
+
+  with Checkpointer(tmp_path / "ckpt") as ckpt:
+    with pytest.raises(KeyboardInterrupt):
+      unlearn_lib.unlearn("opc", original, digits_class0, seed=0, progress=False,
+                          checkpointer=ckpt, checkpoint_every=10, run_key="k",
+                          hooks=[Hook(1, kill)])
+    ckpt.wait()
+    assert ckpt.latest_step() == 20
+    resumed = unlearn_lib.unlearn("opc", original, digits_class0, seed=0, progress=False,
+                                  checkpointer=ckpt, checkpoint_every=10, run_key="k")
+  assert resumed.history[0]["step"] > 20
+  for a, b in zip(jax.tree.leaves(resumed.params), jax.tree.leaves(full.params), strict=True):
+    np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["--config.foo=1"], r"config.foo: unknown key"),
+    (["--config.methods=('spotter', 'gd')"], r"config.methods: unknown method 'gd'"),
+    (["--config.retrain_seeds=()"], r"Retrain disabled.*'retrain', 'evaluation.representation'"),
+    (["--config.hparams.spotter.lambda3=1.0"], r"methods.spotter.lambda3: unknown"),
+    (["--config.data.name='cifar11'"], r"config.data.name: unknown dataset 'cifar11'"),
+    (["--config.forget.classes=(12,)"], r"forget.classes: class ids \[12\] out of range"),
+    (["--config.seed=zero"], r"config.seed"),
+])
+def test_bad_configs_fail_before_any_training(tmp_path, data_dir, monkeypatch, overrides,
+                                              message):
+  def no_training(*args, **kwargs):
+    raise AssertionError("training started")
+
+  monkeypatch.setattr(runner, "train_classifier", no_training)
+  monkeypatch.setattr(runner, "train_classifiers", no_training)
+  with pytest.raises(ValueError, match=message):
+    runner.run_experiment(_config(tmp_path, data_dir, *overrides))
+
+
+def test_cli_reports_config_errors_cleanly(capsys):
+  assert cli.main(["run", "no_such_experiment"]) == 2
+  assert "is neither a file nor a known experiment" in capsys.readouterr().err
+  assert cli.main(["methods"]) == 0
+  out = capsys.readouterr().out
+  assert "spotter" in out and "reads forget " in out
+  with pytest.raises(SystemExit) as exit_info:
+    cli.main(["--help"])
+  assert exit_info.value.code == 0
+
+
+@pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.stem)
+def test_every_experiment_config_validates(path):
+  config = load_config(str(path))
+  runner.validate(config)
+  assert config.output_dir.startswith("runs/")

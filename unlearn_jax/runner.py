@@ -1,0 +1,263 @@
+"""One protocol end to end: data → original and Retrain models (cached) → every method →
+every metric and attack → results JSON, markdown table and plots.
+
+The only module that imports methods, training and evaluation together. A rerun reuses cached
+original/Retrain models and finished method results; a killed run resumes each training from its
+last checkpoint. Every choice derives from ``config.seed``; the config is validated before any
+work starts.
+"""
+
+import json
+import math
+import pathlib
+import platform
+import time
+from importlib import metadata
+
+import jax
+import ml_collections
+import numpy as np
+
+from unlearn_jax import checkpoint as ckpt_lib
+from unlearn_jax import seeding
+from unlearn_jax.data.datasets import DATASET_NAMES, load_dataset
+from unlearn_jax.data.splits import ForgetSpec, make_splits
+from unlearn_jax.evaluation import suite
+from unlearn_jax.methods import METHODS, Original, get_method
+from unlearn_jax.models import MODEL_NAMES, make_model
+from unlearn_jax.optim import Recipe
+from unlearn_jax.training import sharding
+from unlearn_jax.training.classifier import train_classifier, train_classifiers
+from unlearn_jax.training.state import create_train_state
+from unlearn_jax.training.unlearn import unlearn
+
+RESULTS = "results.json"
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Raises ValueError naming the field for anything that would fail later (before any work)."""
+  if config.data.name not in DATASET_NAMES:
+    raise ValueError(f"config.data.name: unknown dataset {config.data.name!r}; known: "
+                     f"{', '.join(DATASET_NAMES)}.")
+  if config.model.name not in MODEL_NAMES:
+    raise ValueError(f"config.model.name: unknown model {config.model.name!r}; known: "
+                     f"{', '.join(MODEL_NAMES)}.")
+  for name in config.methods:
+    if name not in METHODS:
+      raise ValueError(f"config.methods: unknown method {name!r}; known: "
+                       f"{', '.join(sorted(METHODS))}.")
+  for name, overrides in config.hparams.items():
+    if name not in METHODS:
+      raise ValueError(f"config.hparams.{name}: not a method; known: {', '.join(sorted(METHODS))}.")
+    try:
+      get_method(name).config(config.profile, **overrides.to_dict())
+    except TypeError as e:
+      raise ValueError(f"config.hparams.{name}: {e}") from e
+  needs_retrain = [k for k, on in (("retrain", "retrain" in config.methods),
+                                   ("evaluation.representation", config.evaluation.representation))
+                   if on]
+  if not config.retrain_seeds and needs_retrain:
+    raise ValueError(f"config.retrain_seeds is empty (Retrain disabled) but {needs_retrain} need "
+                     "Retrain; set retrain_seeds or turn them off.")
+  if config.evaluation.inversion.enabled:
+    unknown = set(config.evaluation.inversion.models) - set(config.methods) - {"original"}
+    if unknown:
+      raise ValueError(f"config.evaluation.inversion.models: {sorted(unknown)} are not run.")
+
+
+def hardware() -> dict:
+  devices = jax.devices()
+  return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+          "cpu_count": __import__("os").cpu_count(), "backend": jax.default_backend(),
+          "devices": [str(d) for d in devices], "process_count": jax.process_count()}
+
+
+def versions() -> dict:
+  names = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "chex", "tensorflow-datasets")
+  return {n: metadata.version(n) for n in names} | {"unlearn_jax": metadata.version("unlearn_jax")}
+
+
+def _recipe(c: ml_collections.ConfigDict) -> Recipe:
+  return Recipe(c.optimizer, c.learning_rate, c.momentum, c.weight_decay, c.epochs, c.batch_size,
+                tuple(tuple(d) for d in c.decay), c.augment)
+
+
+def _spec(c: ml_collections.ConfigDict) -> ForgetSpec:
+  return ForgetSpec(tuple(c.classes or ()), c.fraction, tuple(c.indices or ()), c.stratified)
+
+
+def _cached_training(root, kind: str, key: dict, abstract, train, *, checkpoint_every: int):
+  """Restores a finished model keyed by ``key``, else trains it (resuming a checkpoint)."""
+  with ckpt_lib.Checkpointer(ckpt_lib.cache_dir_for(root, kind, key)) as ckpt:
+    meta = ckpt.meta()
+    if meta and meta.get("complete"):
+      return ckpt.restore(abstract), meta["seconds"]
+    state = ckpt.restore(abstract) if meta else None
+    start = time.perf_counter()
+    final, _ = train(state, lambda step, st: ckpt.save(step, st, {"kind": kind, "key": key,
+                                                                  "complete": False}),
+                     checkpoint_every)
+    seconds = time.perf_counter() - start + (meta or {}).get("seconds", 0.0)
+    ckpt.save(int(np.max(jax.device_get(final.step))), final,
+              {"kind": kind, "key": key, "complete": True, "seconds": seconds})
+    ckpt.wait()
+    return final, seconds
+
+
+class Experiment:
+  """A validated config with its data, splits, model and mesh."""
+
+  def __init__(self, config: ml_collections.ConfigDict):
+    validate(config)
+    self.config = config
+    d = config.data
+    self.dataset = load_dataset(d.name, data_dir=d.data_dir, source_dir=d.source_dir,
+                                manual_dir=d.manual_dir, download=d.download)
+    self.splits = make_splits(self.dataset, _spec(config.forget), seed=config.seed,
+                              calibration_fraction=config.calibration_fraction)
+    self.model = make_model(config.model.name, num_classes=self.dataset.num_classes,
+                            input_shape=self.dataset.image_shape, mean=self.dataset.mean,
+                            std=self.dataset.std, **config.model.options.to_dict())
+    self.mesh = sharding.make_mesh(config.num_devices or None)
+    self.root = pathlib.Path(config.cache_dir).absolute()
+    self.base_key = {"data": d.to_dict(), "model": config.model.to_dict(),
+                     "recipe": config.original.to_dict()}
+
+  def _abstract(self, seeds):
+    tx = _recipe(self.config.original).make_tx(1)
+    init = jax.vmap(lambda k: create_train_state(*self.model.init(k), tx))
+    abstract = jax.eval_shape(init, jax.numpy.stack([seeding.device_key(s, "init")
+                                                     for s in seeds]))
+    return abstract if len(seeds) > 1 else jax.tree.map(lambda x: jax.ShapeDtypeStruct(
+        x.shape[1:], x.dtype), abstract)
+
+  def original(self) -> tuple[Original, float]:
+    """θ_o trained on all of D (cached by its config)."""
+    seed, recipe = self.config.seed, _recipe(self.config.original)
+
+    def train(state, save, every):
+      return train_classifier(self.model, self.dataset.train, recipe, seed=seed, state=state,
+                              mesh=self.mesh, checkpoint=save, checkpoint_every=every,
+                              progress=self.config.progress, desc="original")
+
+    state, seconds = _cached_training(self.root, "original", self.base_key | {"seed": seed},
+                                      self._abstract([seed]), train,
+                                      checkpoint_every=self.config.checkpoint_every)
+    return Original(self.model, *jax.device_get((state.params, state.model_state))), seconds
+
+  def retrains(self) -> tuple[list[tuple], float]:
+    """Retrain oracles on D_r, one per seed of ``retrain_seeds``, trained at once (vmapped)."""
+    seeds = list(self.config.retrain_seeds)
+    if not seeds:
+      return [], 0.0
+    recipe = _recipe(self.config.original)
+    retain = self.splits.retain
+
+    def train(state, save, every):
+      if len(seeds) == 1:
+        return train_classifier(self.model, retain, recipe, seed=seeds[0], state=state,
+                                mesh=self.mesh, checkpoint=save, checkpoint_every=every,
+                                progress=self.config.progress, desc="retrain")
+      return train_classifiers(self.model, retain, recipe, seeds=seeds, state=state,
+                               mesh=self.mesh, checkpoint=save, checkpoint_every=every,
+                               progress=self.config.progress, desc=f"retrain×{len(seeds)}")
+
+    key = self.base_key | {"seeds": seeds, "forget": self.config.forget.to_dict(),
+                           "split_seed": self.config.seed}
+    state, seconds = _cached_training(self.root, "retrain", key, self._abstract(seeds), train,
+                                      checkpoint_every=self.config.checkpoint_every)
+    params, model_state = jax.device_get((state.params, state.model_state))
+    if len(seeds) == 1:
+      return [(params, model_state)], seconds
+    return [jax.tree.map(lambda x, k=k: x[k], (params, model_state))
+            for k in range(len(seeds))], seconds / len(seeds)
+
+
+def _json_safe(value):
+  if isinstance(value, dict):
+    return {str(k): _json_safe(v) for k, v in value.items()}
+  if isinstance(value, list | tuple):
+    return [_json_safe(v) for v in value]
+  if isinstance(value, np.generic | np.ndarray):
+    return _json_safe(value.tolist())
+  if isinstance(value, float) and not math.isfinite(value):
+    return None
+  return value
+
+
+def run_experiment(config: ml_collections.ConfigDict) -> dict:
+  """Runs the protocol of ``config`` and writes ``output_dir/results.json`` (and table, plots).
+
+  Returns:
+    The results dict (config, seeds, hardware, versions, split sizes, per-model metrics).
+  """
+  from unlearn_jax import report
+
+  exp = Experiment(config)
+  out = pathlib.Path(config.output_dir).absolute()
+  (out / "methods").mkdir(parents=True, exist_ok=True)
+  ev, seed, splits = config.evaluation, config.seed, exp.splits
+  start = time.perf_counter()
+  original, original_seconds = exp.original()
+  retrains, retrain_seconds = exp.retrains()
+  models = {"original": ((original.params, original.model_state), original_seconds, {})}
+  context = suite.prepare_context(exp.model, (original.params, original.model_state), splits,
+                                  retrains if ev.representation else [], config=ev, seed=seed)
+  if retrains:
+    context = suite.Context(**{**context.__dict__, "retrain_metrics": suite.output_metrics(
+        exp.model, *retrains[0], splits, seed=seed)})
+
+  results = {"config": config.to_dict(), "seed": seed, "hardware": hardware(),
+             "versions": versions(),
+             "splits": {s: len(getattr(splits, s)) for s in (*suite.SETS, "calibration")},
+             "forget_classes": list(splits.forget_classes), "models": {}}
+
+  def evaluate(name, params_state, seconds, info):
+    row = suite.evaluate_model(exp.model, *params_state, context, config=ev, seed=seed,
+                               invert=ev.inversion.enabled and name in ev.inversion.models)
+    row["metrics"]["seconds"] = seconds
+    return row | {"info": info}
+
+  results["models"]["original"] = evaluate("original", models["original"][0], original_seconds,
+                                           {})
+  for name in config.methods:
+    results["models"][name] = _method_result(exp, name, original, retrains, retrain_seconds,
+                                             evaluate, out)
+  results["noise_floor"] = suite.noise_floor(context)
+  results["wall_seconds"] = time.perf_counter() - start
+  results = _json_safe(results)
+  (out / RESULTS).write_text(json.dumps(results, indent=1))
+  report.write_report(results, out)
+  return results
+
+
+def _method_result(exp: Experiment, name: str, original: Original, retrains, retrain_seconds,
+                   evaluate, out: pathlib.Path) -> dict:
+  """A method's evaluated result, reused from ``out/methods/<name>.json`` when its key matches;
+  otherwise unlearned (resuming its checkpoint) and evaluated."""
+  config = exp.config
+  method = get_method(name)
+  hparams = method.config(config.profile, **config.hparams[name].to_dict())
+  key = ckpt_lib.config_hash({"base": exp.base_key, "seed": config.seed, "method": name,
+                              "hparams": hparams.to_dict(), "forget": config.forget.to_dict(),
+                              "retrain_seeds": list(config.retrain_seeds),
+                              "evaluation": config.evaluation.to_dict()})
+  path = out / "methods" / f"{name}.json"
+  if path.exists():
+    cached = json.loads(path.read_text())
+    if cached.get("key") == key:
+      return cached["result"]
+  if name == "retrain":
+    result = evaluate(name, retrains[0], retrain_seconds, {"seeds": list(config.retrain_seeds)})
+  else:
+    with ckpt_lib.Checkpointer(out / "checkpoints" / name) as ckpt:
+      run = unlearn(method, original, exp.splits, seed=config.seed, config=hparams,
+                    mesh=exp.mesh, checkpointer=ckpt, checkpoint_every=config.checkpoint_every,
+                    run_key=key, progress=config.progress)
+      ckpt.wait()
+    result = evaluate(name, (run.params, run.model_state), run.seconds, run.info)
+  path.write_text(json.dumps(_json_safe({"key": key, "result": result})))
+  return result
+
+
+__all__ = ["Experiment", "run_experiment", "validate"]
