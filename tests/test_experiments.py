@@ -162,3 +162,63 @@ def test_every_experiment_config_validates(path):
   config = load_config(str(path))
   runner.validate(config)
   assert config.output_dir.startswith("runs/")
+
+
+# (image shape, classes) of each dataset the configs name, for synthetic tiny stand-ins.
+SHAPES = {"digits": ((8, 8, 1), 10), "fashion_mnist": ((28, 28, 1), 10),
+          "cifar10": ((32, 32, 3), 10), "cifar100": ((32, 32, 3), 100),
+          "svhn_cropped": ((32, 32, 3), 10)}
+
+
+def _tiny_dataset(name):
+  from unlearn_jax.data.datasets import ArrayDataset, Dataset
+  shape, classes = SHAPES[name]
+  rng = np.random.default_rng(0)
+
+  def part(per_class):
+    labels = np.repeat(np.arange(classes), per_class).astype(np.int32)
+    return ArrayDataset(rng.uniform(size=(len(labels), *shape)).astype(np.float32), labels)
+
+  return Dataset(name, part(10), part(2), tuple(map(str, range(classes))), (0.5,) * shape[2],
+                 (0.25,) * shape[2])
+
+
+@pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.stem)
+def test_every_config_builds_its_first_steps_with_tiny_shapes(path, monkeypatch):
+  """Data stand-ins of the config's shapes (10 images per class), ResNet-18 at width 1/16 and
+  batch 8: the original's step and every method's first step are built and traced."""
+  from unlearn_jax.methods import Original, get_method
+  from unlearn_jax.objectives.classifier import classifier_objective
+  from unlearn_jax.training.state import create_train_state
+  from unlearn_jax.training.step import make_train_step
+  from unlearn_jax.training.unlearn import method_data
+
+  config = load_config(str(path))
+  tiny = _tiny_dataset(config.data.name)
+  monkeypatch.setattr(runner, "load_dataset", lambda *a, **k: tiny)
+  options = {"width": 0.0625} if config.model.name == "resnet18" else {}
+  with config.unlocked():
+    config.model.options = options
+  config.trials, config.trial_classes = (), ()
+  exp = runner.Experiment(config)
+  recipe = runner._recipe(config.original)
+  state = create_train_state(*exp.model.init(jax.random.key(0)), recipe.make_tx(1))
+  batch = {"train": {"image": tiny.train.images[:8], "label": tiny.train.labels[:8],
+                     "mask": np.ones(8, np.float32)}}
+  step = make_train_step(classifier_objective(exp.model, augment=recipe.augment), recipe.make_tx(1))
+  jax.eval_shape(step, state, batch, jax.random.key(0), {"weights": {"ce": 1.0}})
+  original = Original(exp.model, *exp.model.init(jax.random.key(1)))
+  for name in config.methods:
+    method = get_method(name)
+    overrides = {k: 8 for k in ("batch_size", "forget_batch_size", "impair_batch_size",
+                                "noise_batch") if k in method.config(config.profile)}
+    overrides |= {k: 1 for k in ("noise_copies", "noise_steps") if k in method.config(
+        config.profile)}
+    plan = method.build(method.config(config.profile, **overrides), original,
+                        method_data(method, exp.splits), 0)
+    first = create_train_state(plan.params, plan.model_state, plan.tx)
+    if plan.blocks:
+      block = plan.blocks[0]
+      jax.eval_shape(make_train_step(block.phase.objective, plan.tx), first,
+                     {**block.batch_fn(0), "progress": np.float32(0)}, jax.random.key(0),
+                     plan.frozen)

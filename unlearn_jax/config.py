@@ -87,6 +87,10 @@ def experiment_defaults() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.name = "experiment"
   c.seed = 0  # root of every random choice (splits, inits, data order, attacks)
+  # Repeat the protocol over these seeds (mean ± std); empty: one run with ``seed``. With
+  # ``trial_classes`` trial k forgets trial_classes[k] (e.g. a different class per seed).
+  c.trials = ()
+  c.trial_classes = ()
   c.output_dir = "runs/experiment"
   c.cache_dir = "runs/cache"  # original and Retrain models, keyed by their config
   c.num_devices = 0  # 0: all devices

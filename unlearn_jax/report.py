@@ -138,7 +138,10 @@ def write_report(results: dict, out: pathlib.Path) -> None:
   out = pathlib.Path(out)
   models = results["models"]
   rows = {n: m["metrics"] for n, m in models.items()}
-  header = (f"# {results['config']['name']}\n\nseed {results['seed']}; forget classes "
+  trials = isinstance(results["seed"], list)
+  header = (f"# {results['config']['name']}\n\n"
+            + (f"mean ± std over {len(results['seed'])} trials, " if trials else "")
+            + f"seed {results['seed']}; forget classes "
             f"{results['forget_classes'] or 'none (random forgetting)'}; split sizes "
             f"{results['splits']}; {results['hardware']['processor']}, "
             f"{len(results['hardware']['devices'])} {results['hardware']['backend']} device(s); "

@@ -17,6 +17,7 @@ from importlib import metadata
 import jax
 import ml_collections
 import numpy as np
+from tqdm.auto import tqdm
 
 from unlearn_jax import checkpoint as ckpt_lib
 from unlearn_jax import seeding
@@ -185,14 +186,65 @@ def _json_safe(value):
   return value
 
 
+def trial_configs(config: ml_collections.ConfigDict) -> list[ml_collections.ConfigDict]:
+  """One config per trial (seed, and forget classes if ``trial_classes``), each in its own
+  ``output_dir/trial<k>``."""
+  if config.trial_classes and len(config.trial_classes) != len(config.trials):
+    raise ValueError(f"config.trial_classes: {len(config.trial_classes)} entries for "
+                     f"{len(config.trials)} trials; give one class tuple per trial.")
+  out = []
+  for k, seed in enumerate(config.trials):
+    trial = ml_collections.ConfigDict(config.to_dict())
+    trial.trials, trial.trial_classes, trial.seed = (), (), int(seed)
+    trial.output_dir = str(pathlib.Path(config.output_dir) / f"trial{k}")
+    if config.trial_classes:
+      trial.forget.classes = tuple(config.trial_classes[k])
+    trial.lock()
+    out.append(trial)
+  return out
+
+
+def _aggregate(config, trials: list[dict]) -> dict:
+  """Per model and metric: mean ± std (population) over trials; details from the first trial."""
+  models = {}
+  for name, first in trials[0]["models"].items():
+    metrics = {}
+    for key in first["metrics"]:
+      values = [t["models"][name]["metrics"].get(key) for t in trials]
+      if any(v is None for v in values):
+        metrics[key] = None
+      else:
+        metrics[key] = {"mean": float(np.mean(values)), "std": float(np.std(values)),
+                        "values": values}
+    models[name] = {"metrics": metrics, "details": first["details"], "info": first["info"]}
+  return {**{k: trials[0][k] for k in ("hardware", "versions", "splits")},
+          "config": config.to_dict(), "seed": list(config.trials),
+          "forget_classes": [t["forget_classes"] for t in trials], "models": models,
+          "noise_floor": trials[0]["noise_floor"],
+          "wall_seconds": sum(t["wall_seconds"] for t in trials)}
+
+
 def run_experiment(config: ml_collections.ConfigDict) -> dict:
   """Runs the protocol of ``config`` and writes ``output_dir/results.json`` (and table, plots).
+
+  With ``config.trials`` the protocol runs once per trial (resumable, each in ``trial<k>``) and
+  the top-level results hold mean ± std over trials.
 
   Returns:
     The results dict (config, seeds, hardware, versions, split sizes, per-model metrics).
   """
   from unlearn_jax import report
 
+  if config.trials:
+    configs = trial_configs(config)
+    for trial in configs:
+      validate(trial)
+    trials = [run_experiment(t) for t in configs]
+    results = _json_safe(_aggregate(config, trials))
+    out = pathlib.Path(config.output_dir).absolute()
+    (out / RESULTS).write_text(json.dumps(results, indent=1))
+    report.write_report(results, out)
+    return results
   exp = Experiment(config)
   out = pathlib.Path(config.output_dir).absolute()
   (out / "methods").mkdir(parents=True, exist_ok=True)
@@ -220,7 +272,7 @@ def run_experiment(config: ml_collections.ConfigDict) -> dict:
 
   results["models"]["original"] = evaluate("original", models["original"][0], original_seconds,
                                            {})
-  for name in config.methods:
+  for name in tqdm(config.methods, desc=f"{config.name}: methods", disable=not config.progress):
     results["models"][name] = _method_result(exp, name, original, retrains, retrain_seconds,
                                              evaluate, out)
   results["noise_floor"] = suite.noise_floor(context)

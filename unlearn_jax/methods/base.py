@@ -10,6 +10,7 @@ method's :class:`UnlearningData` with every undeclared set left out (``None``).
 """
 
 import dataclasses
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -21,12 +22,12 @@ import optax
 
 from unlearn_jax.data.batching import Stream, iterate
 from unlearn_jax.data.datasets import ArrayDataset
+from unlearn_jax.methods.profiles import DERIVED
 from unlearn_jax.models import Model
 from unlearn_jax.objectives import Objective, Term, make_objective, validate_weights
 from unlearn_jax.optim import make_optimizer, piecewise_schedule
 
 DATA_SETS = ("forget", "retain")
-PROFILES = ("resnet18", "small")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,11 +125,15 @@ METHODS: dict[str, Method] = {}
 
 
 def register(method: Method) -> Method:
+  """Adds ``method`` to the registry, with the profiles derived from its own (``profiles``)."""
   bad = method.reads - set(DATA_SETS)
   if bad:
     raise ValueError(f"method '{method.name}': reads {sorted(bad)}; allowed {DATA_SETS}.")
-  METHODS[method.name] = method
-  return method
+  defaults = dict(method.defaults)
+  for profile, (base, overrides) in DERIVED.items():
+    defaults.setdefault(profile, {**defaults[base], **overrides.get(method.name, {})})
+  METHODS[method.name] = dataclasses.replace(method, defaults=defaults)
+  return METHODS[method.name]
 
 
 def get_method(name: str) -> Method:
@@ -188,15 +193,24 @@ def frozen_context(original: Original, data: UnlearningData, weights: Mapping[st
           "forget_mask": jnp.asarray(data.forget_mask)}
 
 
+@functools.cache
+def _predict_fn(model: Model):
+  return jax.jit(lambda p, s, x: jnp.argmax(model.apply(p, s, x)[1], -1))
+
+
 def forget_accuracy_at_most(model: Model, forget: ArrayDataset, threshold: float | None,
-                            *, batch_size: int = 512) -> Callable[[Any, Any], bool] | None:
+                            *, max_examples: int = 1024,
+                            batch_size: int = 512) -> Callable[[Any, Any], bool] | None:
   """A stop rule: True once the model's accuracy (%) on ``forget`` is ≤ ``threshold``.
 
-  For methods that read D_f anyway (GA): the common "ascend until forgotten" early stop.
+  For methods that read D_f anyway (GA, NegGrad+): the common "ascend until forgotten" early
+  stop. Checked every step on the first ``max_examples`` of D_f (so it stays cheap on large
+  forget sets).
   """
   if threshold is None:
     return None
-  forward = jax.jit(lambda p, s, x: jnp.argmax(model.apply(p, s, x)[1], -1))
+  forget = forget.subset(np.arange(min(max_examples, len(forget))))
+  forward = _predict_fn(model)
 
   def stop(params, model_state) -> bool:
     correct = sum(int(np.sum((np.asarray(forward(params, model_state, b["image"])) == b["label"])

@@ -7,6 +7,7 @@
 """
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -31,18 +32,21 @@ from unlearn_jax.objectives import terms
 from unlearn_jax.perturbations import fgsm
 
 
+@functools.cache
+def _relabel_fn(model: Model, eps: float):
+  def relabel(params, model_state, images, labels):
+    adv = fgsm(model, params, model_state, images, labels, eps=eps)
+    return jnp.argmax(model.apply(params, model_state, adv)[1], -1)
+
+  return jax.jit(relabel)
+
+
 def nearest_wrong_labels(original: Original, forget: ArrayDataset, eps: float, *,
                          batch_size: int = 256) -> np.ndarray:
   """argmax θ_o(FGSM_ε(x)) for every forget image (Boundary Shrink's relabelling)."""
   if eps < 0:
     raise ValueError(f"boundary_shrink.eps: {eps} < 0.")
-  model = original.model
-
-  @jax.jit
-  def relabel(params, model_state, images, labels):
-    adv = fgsm(model, params, model_state, images, labels, eps=eps)
-    return jnp.argmax(model.apply(params, model_state, adv)[1], -1)
-
+  relabel = _relabel_fn(original.model, float(eps))
   out = [np.asarray(relabel(original.params, original.model_state, b["image"],
                             b["label"]))[b["mask"] > 0]
          for b in iterate(forget, batch_size)]

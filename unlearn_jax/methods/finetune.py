@@ -2,6 +2,7 @@
 (papers.md §5). Each is a choice of terms, streams and optimiser over the same plan machinery."""
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -27,7 +28,7 @@ from unlearn_jax.methods.base import (
 from unlearn_jax.models import Model
 from unlearn_jax.objectives import terms
 from unlearn_jax.objectives.classifier import WEIGHTS, classifier_objective
-from unlearn_jax.objectives.losses import cross_entropy
+from unlearn_jax.objectives.losses import cross_entropy, masked_mean
 from unlearn_jax.optim import Recipe
 
 SGD = {"optimizer": "sgd", "momentum": 0.9, "weight_decay": 5e-4}
@@ -173,6 +174,19 @@ register(Method(
     "FT on D_r + γ_t‖θ‖₁, γ_t = α(1 − t/T)."))
 
 
+@functools.cache
+def _forget_loss_grad(model: Model):
+  """Jitted ∇_θ(−mean CE) of one masked batch, eval-mode batch norm."""
+
+  def batch_grad(params, model_state, images, labels, mask):
+    def loss(p):
+      logits = model.apply(p, model_state, images)[1]
+      return -masked_mean(cross_entropy(logits, labels), mask)
+    return jax.grad(loss)(params)
+
+  return jax.jit(batch_grad)
+
+
 def saliency_mask(original: Original, forget: ArrayDataset, fraction: float, *,
                   batch_size: int = 256):
   """SalUn's weight saliency: m = 1[|Σ_batches ∇_θ(−CE(D_f))| ≥ top-``fraction`` threshold].
@@ -181,18 +195,10 @@ def saliency_mask(original: Original, forget: ArrayDataset, fraction: float, *,
   """
   if not 0.0 < fraction <= 1.0:
     raise ValueError(f"salun.mask_fraction: {fraction} not in (0, 1].")
-  model = original.model
-
-  @jax.jit
-  def batch_grad(params, images, labels, mask):
-    def loss(p):
-      logits = model.apply(p, original.model_state, images)[1]
-      return -jnp.sum(cross_entropy(logits, labels) * mask) / jnp.maximum(jnp.sum(mask), 1.0)
-    return jax.grad(loss)(params)
-
+  batch_grad = _forget_loss_grad(original.model)
   total = jax.tree.map(jnp.zeros_like, original.params)
   for b in iterate(forget, batch_size):
-    g = batch_grad(original.params, b["image"], b["label"], b["mask"])
+    g = batch_grad(original.params, original.model_state, b["image"], b["label"], b["mask"])
     total = jax.tree.map(jnp.add, total, g)
   saliency = jax.tree.map(jnp.abs, total)
   flat = np.concatenate([np.ravel(x) for x in jax.tree.leaves(saliency)])

@@ -4,6 +4,8 @@ Diagonal Fisher proxies I_D = mean_batches (∇_θ CE)² over the training set D
 over D_f; for every parameter with I_f > α·I_D: θ ← θ·min(λ·I_D / I_f, 1).
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -16,19 +18,24 @@ from unlearn_jax.models import Model
 from unlearn_jax.objectives.losses import cross_entropy, masked_mean
 
 
+@functools.cache
+def _squared_grad(model: Model):
+  def squared_grad(params, model_state, images, labels, mask):
+    grad = jax.grad(lambda q: masked_mean(
+        cross_entropy(model.apply(q, model_state, images)[1], labels), mask))(params)
+    return jax.tree.map(jnp.square, grad)
+
+  return jax.jit(squared_grad)
+
+
 def importances(model: Model, params, model_state, data: ArrayDataset, *,
                 batch_size: int = 256):
   """I = (1/B) Σ_batches (∇_θ mean-batch CE)², eval-mode batch norm; a pytree like params."""
-
-  @jax.jit
-  def squared_grad(p, images, labels, mask):
-    grad = jax.grad(lambda q: masked_mean(
-        cross_entropy(model.apply(q, model_state, images)[1], labels), mask))(p)
-    return jax.tree.map(jnp.square, grad)
-
+  squared_grad = _squared_grad(model)
   total, count = jax.tree.map(jnp.zeros_like, params), 0
   for b in iterate(data, batch_size):
-    total = jax.tree.map(jnp.add, total, squared_grad(params, b["image"], b["label"], b["mask"]))
+    grads = squared_grad(params, model_state, b["image"], b["label"], b["mask"])
+    total = jax.tree.map(jnp.add, total, grads)
     count += 1
   return jax.tree.map(lambda t: t / count, total)
 

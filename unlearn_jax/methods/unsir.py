@@ -7,6 +7,8 @@ those retain images alone. Reads no forget image, only the forgotten class ids. 
 runs through impair and repair.
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -26,17 +28,16 @@ from unlearn_jax.methods.base import (
   phase,
   register,
 )
+from unlearn_jax.models import Model
 from unlearn_jax.objectives import terms
 from unlearn_jax.objectives.losses import cross_entropy
 
 
-def error_maximising_noise(original: Original, label: int, key: jax.Array, *, size: int,
-                           steps: int, learning_rate: float, reg: float) -> jax.Array:
-  """N ~ N(0, 1) then ``steps`` Adam steps on −CE(θ_o(N), label) + reg·mean_i ‖N_i‖²."""
-  model = original.model
+@functools.cache
+def _noise_fn(model: Model, size: int, steps: int, learning_rate: float, reg: float):
   tx = optax.adam(learning_rate)
 
-  def learn(params, model_state, noise):
+  def learn(params, model_state, noise, label):
     def loss(n):
       logits = model.apply(params, model_state, n)[1]
       ce = jnp.mean(cross_entropy(logits, jnp.full((size,), label)))
@@ -49,8 +50,15 @@ def error_maximising_noise(original: Original, label: int, key: jax.Array, *, si
 
     return jax.lax.scan(step, (noise, tx.init(noise)), length=steps)[0][0]
 
-  noise = jax.random.normal(key, (size, *model.input_shape))
-  return jax.jit(learn)(original.params, original.model_state, noise)
+  return jax.jit(learn)
+
+
+def error_maximising_noise(original: Original, label: int, key: jax.Array, *, size: int,
+                           steps: int, learning_rate: float, reg: float) -> jax.Array:
+  """N ~ N(0, 1) then ``steps`` Adam steps on −CE(θ_o(N), label) + reg·mean_i ‖N_i‖²."""
+  learn = _noise_fn(original.model, size, steps, float(learning_rate), float(reg))
+  noise = jax.random.normal(key, (size, *original.model.input_shape))
+  return learn(original.params, original.model_state, noise, jnp.int32(label))
 
 
 def _build(config, original: Original, data: UnlearningData, seed: int) -> Plan:
