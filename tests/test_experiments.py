@@ -14,7 +14,9 @@ from unlearn_jax.report import COLUMNS
 from unlearn_jax.training import unlearn as unlearn_lib
 from unlearn_jax.training.loop import Hook
 
-EXPERIMENTS = sorted(pathlib.Path(__file__).parents[1].joinpath("experiments").glob("*.py"))
+ALL_CONFIGS = sorted(pathlib.Path(__file__).parents[1].joinpath("experiments").glob("*.py"))
+# Population experiments (a ``protocol`` field) have their own runner and tests (test_populations).
+EXPERIMENTS = [p for p in ALL_CONFIGS if "protocol" not in load_config(str(p))]
 TIMING = {"seconds", "wall_seconds", "hardware", "versions"}
 
 

@@ -16,6 +16,8 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from unlearn_jax.training import sharding
+
 
 class CheckpointMismatchError(ValueError):
   pass
@@ -78,7 +80,9 @@ class Checkpointer:
     return restored["meta"]
 
   def restore(self, abstract_state, step: int | None = None):
-    """Restores onto the structure, shapes and shardings of ``abstract_state``.
+    """Restores onto the structure, shapes and shardings of ``abstract_state``; leaves without a
+    sharding (e.g. from ``jax.eval_shape``) are restored replicated over all devices, so a
+    checkpoint restores on any device layout.
 
     Raises:
       FileNotFoundError: no checkpoint in the directory.
@@ -92,7 +96,15 @@ class Checkpointer:
       raise CheckpointMismatchError(
           f"checkpoint: {self.directory} step {step} holds another architecture than the one "
           f"requested ({_describe_mismatch(stored, expected)}).")
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract_state)
+    default = sharding.replicated(sharding.make_mesh())
+
+    def target(leaf):
+      struct = ocp.utils.to_shape_dtype_struct(leaf)
+      if getattr(struct, "sharding", None) is None:
+        struct = jax.ShapeDtypeStruct(struct.shape, struct.dtype, sharding=default)
+      return struct
+
+    abstract = jax.tree.map(target, abstract_state)
     restored = self._manager.restore(
         step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
     return restored["state"]

@@ -9,6 +9,10 @@
 CONFIG is a path to a ``get_config(arg=None)`` file (``path.py:arg`` passes ``arg``) or a name
 under ``experiments/``. By default JAX sees one CPU device per core, so the batch is split over
 all cores; set XLA_FLAGS yourself (e.g. ``--xla_force_host_platform_device_count=1``) to change it.
+
+Multi-process (docs/multihost.md): start the same command once per host with ``--distributed``
+(JAX detects Cloud TPU, SLURM, Open MPI) or with ``--coordinator HOST:PORT --num-processes N
+--process-id I`` (or the UNLEARN_JAX_* variables); every process must get the same config.
 """
 
 import argparse
@@ -25,6 +29,21 @@ def _default_cpu_devices() -> None:
     os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={count}".strip()
 
 
+def _distributed_flags(p: argparse.ArgumentParser) -> None:
+  g = p.add_argument_group("multi-process run (each flag defaults to its environment variable)")
+  g.add_argument("--distributed", action="store_true",
+                 help="join a multi-process run; with no other flag JAX detects the cluster")
+  g.add_argument("--coordinator", metavar="HOST:PORT",
+                 help="address of process 0 (UNLEARN_JAX_COORDINATOR)")
+  g.add_argument("--num-processes", type=int, metavar="N",
+                 help="processes in the run (UNLEARN_JAX_NUM_PROCESSES)")
+  g.add_argument("--process-id", type=int, metavar="I",
+                 help="this process, 0..N-1 (UNLEARN_JAX_PROCESS_ID)")
+  g.add_argument("--init-timeout", type=float, metavar="SECONDS",
+                 help="wait for the coordinator and the other processes (UNLEARN_JAX_INIT_TIMEOUT,"
+                      " default 300)")
+
+
 def _parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
       prog="unlearn-jax", description="Machine unlearning in JAX: methods, attacks, metrics.",
@@ -39,6 +58,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", metavar="--config.KEY=VALUE",
                    help="override config fields, e.g. --config.seed=1 "
                         "--config.hparams.spotter.epochs=5")
+    _distributed_flags(p)
   p = sub.add_parser("report", help="regenerate the table and plots of a finished run")
   p.add_argument("run_dir", help="a run's output directory (holding results.json)")
   sub.add_parser("methods", help="list the registered methods, their data and description")
@@ -54,9 +74,14 @@ def main(argv: list[str] | None = None) -> int:
     _parser().error(f"unrecognized arguments: {' '.join(unknown)}")
   _default_cpu_devices()
   from unlearn_jax import config as config_lib
-  from unlearn_jax import report, runner
+  from unlearn_jax import distributed, report, runner
 
   try:
+    if args.command in ("run", "train-original", "train-retrain") and (
+        args.distributed or distributed.requested()
+        or any(v is not None for v in (args.coordinator, args.num_processes, args.process_id))):
+      distributed.initialize(args.coordinator, args.num_processes, args.process_id,
+                             timeout_s=args.init_timeout)
     if args.command == "methods":
       from unlearn_jax.methods import METHODS
       for name, m in sorted(METHODS.items()):
@@ -67,25 +92,28 @@ def main(argv: list[str] | None = None) -> int:
       print(open(os.path.join(args.run_dir, "results.md")).read())
       return 0 if results else 1
     config = config_lib.load_config(args.config, args.overrides)
+    writer = distributed.is_writer()
     if args.command == "run":
       results = runner.run_experiment(config)
-      print(open(os.path.join(config.output_dir, "results.md")).read())
-      print(f"wrote {os.path.abspath(config.output_dir)}/results.json, results.md and plots")
+      if writer:
+        print(open(os.path.join(config.output_dir, "results.md")).read())
+        print(f"wrote {os.path.abspath(config.output_dir)}/results.json, results.md and plots")
       return 0 if results else 1
     exp = runner.Experiment(config)
+    from unlearn_jax.evaluation.outputs import accuracy
     if args.command == "train-original":
       original, seconds = exp.original()
-      from unlearn_jax.evaluation.outputs import accuracy
       acc = accuracy(exp.model, original.params, original.model_state, exp.dataset.test)
-      print(json.dumps({"model": "original", "test_accuracy": acc, "train_seconds": seconds}))
+      summary = {"model": "original", "test_accuracy": acc, "train_seconds": seconds}
     else:
       retrains, seconds = exp.retrains()
-      from unlearn_jax.evaluation.outputs import accuracy
       accs = [accuracy(exp.model, p, s, exp.splits.test_retain) for p, s in retrains]
-      print(json.dumps({"model": "retrain", "seeds": list(config.retrain_seeds),
-                        "test_retain_accuracy": accs, "train_seconds_per_model": seconds}))
+      summary = {"model": "retrain", "seeds": list(config.retrain_seeds),
+                 "test_retain_accuracy": accs, "train_seconds_per_model": seconds}
+    if writer:
+      print(json.dumps(summary))
     return 0
-  except (ValueError, FileNotFoundError, ImportError) as e:
+  except (ValueError, FileNotFoundError, ImportError, TimeoutError) as e:
     print(f"unlearn-jax: error: {e}", file=sys.stderr)
     return 2
 

@@ -3,8 +3,9 @@ every metric and attack → results JSON, markdown table and plots.
 
 The only module that imports methods, training and evaluation together. A rerun reuses cached
 original/Retrain models and finished method results; a killed run resumes each training from its
-last checkpoint. Every choice derives from ``config.seed``; the config is validated before any
-work starts.
+last checkpoint. Every choice derives from ``config.seed``; the config is validated (and, in a
+multi-process run, checked to be the same on every process) before any work starts. Only process
+0 writes results.
 """
 
 import json
@@ -20,7 +21,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from unlearn_jax import checkpoint as ckpt_lib
-from unlearn_jax import seeding
+from unlearn_jax import distributed, seeding
 from unlearn_jax.data.datasets import DATASET_NAMES, load_dataset
 from unlearn_jax.data.splits import ForgetSpec, make_splits
 from unlearn_jax.evaluation import suite
@@ -110,6 +111,7 @@ class Experiment:
 
   def __init__(self, config: ml_collections.ConfigDict):
     validate(config)
+    distributed.check_agreement({"config": config.to_dict(), "seed": config.seed})
     self.config = config
     d = config.data
     self.dataset = load_dataset(d.name, data_dir=d.data_dir, source_dir=d.source_dir,
@@ -224,6 +226,15 @@ def _aggregate(config, trials: list[dict]) -> dict:
           "wall_seconds": sum(t["wall_seconds"] for t in trials)}
 
 
+def _write(results: dict, out: pathlib.Path) -> None:
+  """``out/results.json``, the table and the plots, from process 0 only."""
+  from unlearn_jax import report
+
+  if distributed.is_writer():
+    (out / RESULTS).write_text(json.dumps(results, indent=1))
+    report.write_report(results, out)
+
+
 def run_experiment(config: ml_collections.ConfigDict) -> dict:
   """Runs the protocol of ``config`` and writes ``output_dir/results.json`` (and table, plots).
 
@@ -233,17 +244,13 @@ def run_experiment(config: ml_collections.ConfigDict) -> dict:
   Returns:
     The results dict (config, seeds, hardware, versions, split sizes, per-model metrics).
   """
-  from unlearn_jax import report
-
   if config.trials:
     configs = trial_configs(config)
     for trial in configs:
       validate(trial)
     trials = [run_experiment(t) for t in configs]
     results = _json_safe(_aggregate(config, trials))
-    out = pathlib.Path(config.output_dir).absolute()
-    (out / RESULTS).write_text(json.dumps(results, indent=1))
-    report.write_report(results, out)
+    _write(results, pathlib.Path(config.output_dir).absolute())
     return results
   exp = Experiment(config)
   out = pathlib.Path(config.output_dir).absolute()
@@ -278,8 +285,7 @@ def run_experiment(config: ml_collections.ConfigDict) -> dict:
   results["noise_floor"] = suite.noise_floor(context)
   results["wall_seconds"] = time.perf_counter() - start
   results = _json_safe(results)
-  (out / RESULTS).write_text(json.dumps(results, indent=1))
-  report.write_report(results, out)
+  _write(results, out)
   return results
 
 
@@ -308,7 +314,8 @@ def _method_result(exp: Experiment, name: str, original: Original, retrains, ret
                     run_key=key, progress=config.progress)
       ckpt.wait()
     result = evaluate(name, (run.params, run.model_state), run.seconds, run.info)
-  path.write_text(json.dumps(_json_safe({"key": key, "result": result})))
+  if distributed.is_writer():
+    path.write_text(json.dumps(_json_safe({"key": key, "result": result})))
   return result
 
 

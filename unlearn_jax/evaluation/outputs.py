@@ -19,7 +19,8 @@ def _forward(model: Model):
 
 def model_outputs(model: Model, params, model_state, data: ArrayDataset, *,
                   batch_size: int = 512, mesh=None) -> tuple[np.ndarray, np.ndarray]:
-  """Eval-mode ``(features [N, d], logits [N, C])`` of every example of ``data``, in order."""
+  """Eval-mode ``(features [N, d], logits [N, C])`` of every example of ``data``, in order (on
+  every process of a multi-process run)."""
   if len(data) == 0:
     return (np.zeros((0, model.feature_dim), np.float32),
             np.zeros((0, model.num_classes), np.float32))
@@ -28,10 +29,11 @@ def model_outputs(model: Model, params, model_state, data: ArrayDataset, *,
   params, model_state = sharding.replicate((params, model_state), mesh)
   features, logits = [], []
   for batch in iterate(data, batch_size):
-    f, l = _forward(model)(params, model_state, sharding.shard_leading(batch["image"], mesh))
+    f, l = sharding.to_host(_forward(model)(params, model_state,
+                                            sharding.shard_leading(batch["image"], mesh)))
     keep = batch["mask"] > 0
-    features.append(np.asarray(f)[keep])
-    logits.append(np.asarray(l)[keep])
+    features.append(f[keep])
+    logits.append(l[keep])
   return np.concatenate(features), np.concatenate(logits)
 
 

@@ -170,10 +170,11 @@ def stage_outputs(model: Model, params, model_state, data: ArrayDataset, *,
   params, model_state = sharding.replicate((params, model_state), mesh)
   parts: dict[str, list[np.ndarray]] = {}
   for batch in iterate(data, batch_size):
-    stages = _stages(model)(params, model_state, sharding.shard_leading(batch["image"], mesh))
+    stages = sharding.to_host(
+        _stages(model)(params, model_state, sharding.shard_leading(batch["image"], mesh)))
     keep = batch["mask"] > 0
     for name, value in stages.items():
-      parts.setdefault(name, []).append(np.asarray(value)[keep])
+      parts.setdefault(name, []).append(value[keep])
   return {name: np.concatenate(values) for name, values in parts.items()}
 
 

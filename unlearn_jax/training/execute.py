@@ -90,9 +90,10 @@ def execute_population(
 ) -> tuple[TrainState, list[dict]]:
   """Runs K plans of identical structure as one ``vmap`` over (state, batch, key, frozen).
 
-  The model axis is split over the mesh when the device count divides K, else replicated. The
-  phases' objectives of ``plans[0]`` serve all models, so objectives must not close over
-  per-model arrays (they read those from the batch and ``frozen``, which are stacked).
+  The model axis is split over the mesh when the device count divides K in a one-process run,
+  else replicated. The phases' objectives of ``plans[0]`` serve all models, so objectives must
+  not close over per-model arrays (they read those from the batch and ``frozen``, which are
+  stacked).
 
   Returns a state whose leaves lead with K; model k equals ``execute_plan(plans[k])`` up to
   float reassociation.
@@ -102,7 +103,9 @@ def execute_population(
     raise ValueError("population: a plan with an early-stop rule cannot be vmapped (each model "
                      "would stop at its own step); disable it, e.g. ga's stop_forget_accuracy.")
   mesh = mesh or sharding.make_mesh()
-  split = len(plans) % mesh.devices.size == 0
+  # The host loop and the caller read every model's state, which a split over several processes
+  # would leave partly on other hosts: replicate there instead.
+  split = len(plans) % mesh.devices.size == 0 and jax.process_count() == 1
 
   def place(tree):
     if split:

@@ -3,10 +3,15 @@
 The batch (or, for populations, the model axis) is split over a 1-D mesh axis ``"data"`` of every
 device of every process; parameters and optimiser state are replicated. ``jax.jit`` then runs one
 SPMD program; gradients of replicated parameters are reduced over the mesh by XLA.
+
+Multi-process runs: every process computes the same global host values (batches, states and
+keys are functions of the seed); :func:`replicate` and :func:`shard_leading` then move only the
+rows of the devices a process owns, and :func:`to_host` gives every process the whole result.
 """
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import AxisType, NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -35,35 +40,54 @@ def split(mesh: jax.sharding.Mesh) -> NamedSharding:
   return NamedSharding(mesh, P(AXIS))
 
 
+def _put(x, sharding: NamedSharding) -> jax.Array:
+  """``x``, the same global value on every process, as an array with ``sharding``; each process
+  transfers only the slices of its own devices."""
+  if jax.process_count() == 1 or (isinstance(x, jax.Array) and not x.is_fully_addressable):
+    return jax.device_put(x, sharding)
+  if isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+    data = _put(jax.random.key_data(x), sharding)
+    return jax.random.wrap_key_data(data, impl=jax.random.key_impl(x))
+  x = np.asarray(x)
+  return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+
+
 def replicate(tree, mesh: jax.sharding.Mesh):
-  return jax.device_put(tree, replicated(mesh))
+  """``tree`` (the same on every process) replicated on every device of the mesh."""
+  return jax.tree.map(lambda x: _put(x, replicated(mesh)), tree)
 
 
 def shard_leading(tree, mesh: jax.sharding.Mesh, *, what: str = "batch"):
-  """Puts host arrays on the mesh, the leading axis split over devices (scalars replicated).
+  """Puts global arrays on the mesh, the leading axis split over devices (scalars replicated).
 
-  In a multi-process run each process passes its own rows (its slice of the global leading
-  axis), which :func:`jax.make_array_from_process_local_data` assembles into one global array.
+  Every process passes the same global value; in a multi-process run each process transfers
+  only the rows of its own devices (rows ``[i·B/n, (i+1)·B/n)`` go to mesh device ``i``).
 
   Raises:
     ValueError: a leading axis that the device count does not divide.
   """
   n = mesh.devices.size
-  local = n // jax.process_count()
 
   def put(x):
-    if isinstance(x, jax.Array) and jax.process_count() == 1:
-      return jax.device_put(x, split(mesh) if x.ndim else replicated(mesh))
-    x = np.asarray(x)
-    if x.ndim == 0:
-      return jax.device_put(x, replicated(mesh))
-    if x.shape[0] % local:
-      raise ValueError(
-          f"{what}: leading size {x.shape[0] * jax.process_count()} is not divisible by the "
-          f"{n} devices of the mesh; choose a multiple of {n}.")
-    return jax.make_array_from_process_local_data(split(mesh), x)
+    if np.ndim(x) == 0:
+      return _put(x, replicated(mesh))
+    if np.shape(x)[0] % n:
+      raise ValueError(f"{what}: leading size {np.shape(x)[0]} is not divisible by the {n} "
+                       f"devices of the mesh; choose a multiple of {n}.")
+    return _put(x, split(mesh))
 
   return jax.tree.map(put, tree)
+
+
+def to_host(tree):
+  """NumPy copies of ``tree``'s arrays; in a multi-process run every process gets the whole
+  value of an array split over other processes' devices (a collective: all processes call it)."""
+  def get(x):
+    if isinstance(x, jax.Array) and not (x.is_fully_addressable or x.is_fully_replicated):
+      return multihost_utils.process_allgather(x, tiled=True)
+    return np.asarray(x)
+
+  return jax.tree.map(get, tree)
 
 
 def jit_sharded(step, mesh: jax.sharding.Mesh, *, split_state: bool = False, donate: bool = True):
@@ -72,8 +96,9 @@ def jit_sharded(step, mesh: jax.sharding.Mesh, *, split_state: bool = False, don
   Args:
     split_state: the state's leading axis is a model axis split over the mesh (populations);
       otherwise the state is replicated.
+
+  Metrics come back replicated, so every process can read them.
   """
   state_sharding = split(mesh) if split_state else replicated(mesh)
-  return jax.jit(step, out_shardings=(state_sharding, state_sharding if split_state else
-                                      replicated(mesh)),
+  return jax.jit(step, out_shardings=(state_sharding, replicated(mesh)),
                  donate_argnums=(0,) if donate else ())
