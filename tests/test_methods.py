@@ -169,3 +169,19 @@ def test_early_stop_ends_gradient_ascent(original, splits, results):
   total = get_method("ga").config().epochs * -(-len(splits.forget) // 16)
   assert ga.history[-1]["step"] < total
   assert jnp.isfinite(jnp.asarray(ga.history[-2]["loss"]))
+
+
+def test_scrub_skips_remaining_max_steps_once_forgotten(original, splits, digits_model):
+  method = get_method("scrub")
+  config = method.config(stop_forget_accuracy=5.0, msteps=6, epochs=6)
+  plan = method.build(config, original, method_data(method, splits), 0)
+  total = sum(b.num_steps for b in plan.blocks)
+  assert max(b.num_steps for b in plan.blocks if b.phase.name == "scrub_max") <= 10
+  result = unlearn(method, original, splits, seed=0, config=config, progress=False)
+  skipped = [h for h in result.history if "skipped" in h]
+  assert skipped and all(h["skipped"] == "scrub_max" for h in skipped)
+  assert result.history[-1]["step"] == total  # skipped steps are counted, min passes still run
+  assert accuracy(digits_model, result.params, result.model_state, splits.forget) <= 5.0
+  with pytest.raises(ValueError, match="skip rule cannot be vmapped"):
+    from unlearn_jax.training.execute import execute_population
+    execute_population([plan, plan], keys=jnp.stack([jax.random.key(0)] * 2))

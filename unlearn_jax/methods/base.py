@@ -71,11 +71,13 @@ class Phase:
 
 @dataclasses.dataclass(frozen=True)
 class Block:
-  """``num_steps`` steps of ``phase`` on ``batch_fn(i)`` (a dict of stream batches)."""
+  """``num_steps`` steps of ``phase`` on ``batch_fn(i)`` (a dict of stream batches); skipped
+  when ``skip(params, model_state)`` is True at its start."""
 
   phase: Phase
   num_steps: int
   batch_fn: Callable[[int], dict]
+  skip: Callable[[Any, Any], bool] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -173,15 +175,17 @@ def phase(name: str, model: Model, terms: Mapping[str, Term], *, bn_train: bool 
 
 
 def epoch_blocks(ph: Phase, streams: Mapping[str, Stream], driver: str,
-                 epochs: range | list[int]) -> list[Block]:
-  """One block per epoch: ``driver``'s batches in a fresh order; other streams are zipped
-  alongside and cycle (a shorter one restarts in a new order)."""
+                 epochs: range | list[int], *, skip: Callable[[Any, Any], bool] | None = None,
+                 chunk: int | None = None) -> list[Block]:
+  """One block per epoch (or per ``chunk`` steps of it): ``driver``'s batches in a fresh order;
+  other streams are zipped alongside and cycle (a shorter one restarts in a new order)."""
   spe = streams[driver].steps_per_epoch
+  size = chunk or spe
 
-  def block(e: int) -> Block:
-    return Block(ph, spe, lambda i: {n: s.batch(e * spe + i) for n, s in streams.items()})
+  def block(first: int, n: int) -> Block:
+    return Block(ph, n, lambda i: {k: s.batch(first + i) for k, s in streams.items()}, skip)
 
-  return [block(e) for e in epochs]
+  return [block(e * spe + j, min(size, spe - j)) for e in epochs for j in range(0, spe, size)]
 
 
 def frozen_context(original: Original, data: UnlearningData, weights: Mapping[str, float],

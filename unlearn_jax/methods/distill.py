@@ -2,7 +2,9 @@
 
 * SCRUB (Kurmanji et al., 2023): student from θ_o, teacher θ_o frozen. Each epoch e: if
   e < msteps, a max pass over D_f minimising −T²·KL_T(teacher ‖ student); then a min pass over
-  D_r minimising γ·CE + α·T²·KL_T(teacher ‖ student). One optimiser throughout.
+  D_r minimising γ·CE + α·T²·KL_T(teacher ‖ student). One optimiser throughout. The max step is
+  unbounded; with ``stop_forget_accuracy`` the remaining max steps (checked every 10) are skipped
+  once Acc(D_f) ≤ that target, while the min passes still run.
 * Bad Teacher (Chundawat et al., 2023): on D_f ∪ (a random fraction of D_r), minimise
   KL(u·softmax(t_bad/T) + (1−u)·softmax(t_good/T) ‖ softmax(s/T)), u = 1 on forget examples,
   t_bad a randomly initialised network.
@@ -19,6 +21,7 @@ from unlearn_jax.methods.base import (
   Plan,
   UnlearningData,
   epoch_blocks,
+  forget_accuracy_at_most,
   frozen_context,
   optimizer,
   phase,
@@ -37,11 +40,13 @@ def _build_scrub(config, original: Original, data: UnlearningData, seed: int) ->
                "kd": terms.distillation("retain", temperature=T)}
   max_phase = phase("scrub_max", original.model, max_terms)
   min_phase = phase("scrub_min", original.model, min_terms)
+  skip = forget_accuracy_at_most(original.model, forget.data, config.stop_forget_accuracy)
   blocks, epoch_starts, step = [], [], 0
   for e in range(config.epochs):
     epoch_starts.append(step)
     if e < config.msteps:
-      blocks += epoch_blocks(max_phase, {"forget": forget}, "forget", [e])
+      blocks += epoch_blocks(max_phase, {"forget": forget}, "forget", [e], skip=skip,
+                             chunk=10 if skip else None)
     blocks += epoch_blocks(min_phase, {"retain": retain}, "retain", [e])
     step = sum(b.num_steps for b in blocks)
   weights = {"neg_kd": 1.0, "ce": config.gamma, "kd": config.alpha}
@@ -55,10 +60,11 @@ register(Method(
     {"resnet18": {"optimizer": "sgd", "learning_rate": 5e-4, "momentum": 0.9,
                   "weight_decay": 5e-4, "epochs": 3, "msteps": 2, "batch_size": 128,
                   "forget_batch_size": 32, "alpha": 0.001, "gamma": 0.99, "temperature": 4.0,
-                  "decay": ()},
+                  "decay": (), "stop_forget_accuracy": None},
      "small": {"optimizer": "sgd", "learning_rate": 1e-3, "momentum": 0.9, "weight_decay": 5e-4,
                "epochs": 6, "msteps": 4, "batch_size": 64, "forget_batch_size": 32,
-               "alpha": 0.5, "gamma": 1.0, "temperature": 2.0, "decay": ()}},
+               "alpha": 0.5, "gamma": 1.0, "temperature": 2.0, "decay": (),
+               "stop_forget_accuracy": None}},
     "Max steps away from θ_o on D_f, min steps toward θ_o (+CE) on D_r."))
 
 

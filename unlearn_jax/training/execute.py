@@ -26,8 +26,9 @@ def _segments(blocks: Sequence[Block], steps: dict, batch_fn_of) -> list[Segment
   total = sum(b.num_steps for b in blocks)
   segments, offset = [], 0
   for b in blocks:
+    skip = b.skip and (lambda st, b=b: b.skip(st.params, st.model_state))
     segments.append(Segment(b.phase.name, steps[id(b.phase)], b.num_steps,
-                            batch_fn_of(b, offset, total)))
+                            batch_fn_of(b, offset, total), skip))
     offset += b.num_steps
   return segments
 
@@ -99,9 +100,10 @@ def execute_population(
   float reassociation.
   """
   _check_same_structure(plans)
-  if any(p.stop is not None for p in plans):
-    raise ValueError("population: a plan with an early-stop rule cannot be vmapped (each model "
-                     "would stop at its own step); disable it, e.g. ga's stop_forget_accuracy.")
+  if any(p.stop is not None or any(b.skip for b in p.blocks) for p in plans):
+    raise ValueError("population: a plan with an early-stop or skip rule cannot be vmapped (each "
+                     "model would stop at its own step); disable it, e.g. stop_forget_accuracy="
+                     "None for ga, neggrad_plus or scrub.")
   mesh = mesh or sharding.make_mesh()
   # The host loop and the caller read every model's state, which a split over several processes
   # would leave partly on other hosts: replicate there instead.

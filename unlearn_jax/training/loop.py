@@ -21,12 +21,14 @@ from unlearn_jax.training.state import TrainState
 
 @dataclasses.dataclass(frozen=True)
 class Segment:
-  """``num_steps`` calls of ``step_fn`` on ``batch_fn(i)``, i = 0 … num_steps − 1."""
+  """``num_steps`` calls of ``step_fn`` on ``batch_fn(i)``, i = 0 … num_steps − 1; skipped
+  (its steps counted, no update) when ``skip(state)`` is True at its start."""
 
   name: str
   step_fn: Callable  # jitted (state, batch, key, frozen) -> (state, metrics)
   num_steps: int
   batch_fn: Callable[[int], Any]
+  skip: Callable[[TrainState], bool] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,6 +94,12 @@ def run_plan(
   offset = 0
   for segment in segments:
     begin = max(0, start - offset)
+    if begin == 0 and segment.skip is not None and segment.skip(state):
+      state = state.replace(step=state.step + segment.num_steps)
+      history.append({"step": offset + segment.num_steps, "skipped": segment.name})
+      bar.update(segment.num_steps)
+      offset += segment.num_steps
+      continue
     for i in range(begin, segment.num_steps):
       state, metrics = segment.step_fn(state, place_batch(segment.batch_fn(i)), key, frozen)
       step = offset + i + 1
