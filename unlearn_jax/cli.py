@@ -94,7 +94,11 @@ def main(argv: list[str] | None = None) -> int:
     config = config_lib.load_config(args.config, args.overrides)
     writer = distributed.is_writer()
     if args.command == "run":
-      results = runner.run_experiment(config)
+      if "protocol" in config:  # a population experiment (config.population_defaults)
+        from unlearn_jax.population_runner import run_population_experiment
+        results = run_population_experiment(config)
+      else:
+        results = runner.run_experiment(config)
       if writer:
         print(open(os.path.join(config.output_dir, "results.md")).read())
         print(f"wrote {os.path.abspath(config.output_dir)}/results.json, results.md and plots")

@@ -152,12 +152,14 @@ def population_defaults() -> ml_collections.ConfigDict:
   c.methods = ("retrain", "ft", "ga", "neggrad_plus", "salun", "scrub", "spotter", "opc")
   # Methods left out on purpose, name -> reason (recorded with the results).
   c.excluded = ml_collections.ConfigDict({})
-  # Early-stop rules cannot be vmapped (each model would stop at its own step): off here. GA then
-  # runs a fixed 20 epochs: the profile's 100 assume the stop, and without it digits MLPs diverge
-  # to NaN from about epoch 50 (measured; not tuned against any attack).
+  # Early-stop and skip rules cannot be vmapped (each model would stop at its own step): off here
+  # (GA, NegGrad+, SCRUB's max steps). GA then runs a fixed 20 epochs: the profile's 100 assume
+  # the stop, and without it digits MLPs diverge to NaN from about epoch 50 (measured; not tuned
+  # against any attack).
   c.hparams = ml_collections.ConfigDict({name: {} for name in c.methods})
   c.hparams.ga = {"stop_forget_accuracy": None, "epochs": 20}
   c.hparams.neggrad_plus = {"stop_forget_accuracy": None}
+  c.hparams.scrub = {"stop_forget_accuracy": None}
   c.population = ml_collections.ConfigDict({"models": 256, "chunk_size": 0,
                                             "memory_budget_gib": 0.0})
   c.attack = ml_collections.ConfigDict({

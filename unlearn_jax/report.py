@@ -163,5 +163,9 @@ def report_from_dir(run_dir: str | pathlib.Path) -> dict:
   if not path.exists():
     raise FileNotFoundError(f"report: no results.json in {run_dir} (run the experiment first).")
   results = json.loads(path.read_text())
-  write_report(results, path.parent)
+  if "protocol" in results:  # a population experiment's results
+    from unlearn_jax.population_report import write_population_report
+    write_population_report(results, path.parent)
+  else:
+    write_report(results, path.parent)
   return results

@@ -1,0 +1,33 @@
+"""Fashion-MNIST, U-LiRA with P1, P2 and LiRA (populations.md §5): pool = 10,000 training images
+(stratified), utility = the official test set, T = 1,000 random pool examples, M = 64 MLPs (the
+minimum; the spec's 128 with --config.population.models=128). Reduced epochs: originals train 5
+epochs (batch 128); the methods use their ``fashion_mnist`` profile (GA and NegGrad+ without their
+early stop, which cannot be vmapped).
+
+  unlearn-jax run experiments/fashion_mnist_ulira.py
+
+Spotter is left out (class unlearning only; T is random). A benchmark job, not CI.
+"""
+
+from unlearn_jax.config import population_defaults
+
+
+def get_config(arg: str | None = None):
+  c = population_defaults()
+  c.name = "fashion_mnist_ulira"
+  c.protocol = "ulira"
+  c.output_dir = "runs/fashion_mnist_ulira"
+  c.data.name = "fashion_mnist"
+  c.model.name = "mlp"
+  c.pool_size = 10_000
+  c.target.size = 1_000
+  c.population.models = 64
+  c.original.epochs = 5
+  c.original.batch_size = 128
+  c.profile = "fashion_mnist"
+  c.hparams.ga = {"stop_forget_accuracy": None}  # the profile's 5 epochs (20 diverge here)
+  c.methods = ("retrain", "ft", "ga", "neggrad_plus", "salun", "scrub", "opc")
+  c.excluded = {"spotter": "class unlearning only; T is a random set"}
+  if arg is not None:
+    raise ValueError(f"experiments/fashion_mnist_ulira.py: unknown variant {arg!r}.")
+  return c

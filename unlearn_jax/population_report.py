@@ -1,0 +1,128 @@
+"""Tables and plots from a population experiment's results JSON (the challenge score, U-LiRA).
+
+Reads the JSON only, so a finished run's report can be regenerated at any time. A metric that is
+missing or not finite prints as "—", never as NaN.
+"""
+
+import pathlib
+
+import numpy as np
+
+CHALLENGE_COLUMNS = (
+    ("F", "F", ".3f"), ("Final score", "final", ".3f"), ("RA_u / RA_r", "ra_ratio", ".3f"),
+    ("TA_u / TA_r", "ta_ratio", ".3f"), ("RA (%)", "RA", ".1f"), ("TA (%)", "TA", ".1f"),
+    ("Forget acc. (%)", "forget_accuracy", ".1f"), ("Mean ε", "mean_epsilon", ".2f"),
+    ("Guard share", "guard_fraction", ".2f"), ("Time (s)", "seconds", ".0f"))
+ULIRA_COLUMNS = (
+    ("U-LiRA acc.", "u_lira.accuracy", ".3f"), ("U-LiRA AUC", "u_lira.auc", ".3f"),
+    ("U-LiRA best bal. acc.", "u_lira.best_balanced_accuracy", ".3f"),
+    ("TPR@1% FPR", "u_lira.tpr@1e-02fpr", ".3f"), ("TPR@0.1% FPR", "u_lira.tpr@1e-03fpr", ".3f"),
+    ("P2 acc.", "p2.accuracy", ".3f"), ("P2 AUC", "p2.auc", ".3f"),
+    ("P1 acc.", "p1.accuracy", ".3f"), ("Share ex. acc. ≥ 0.75", "vulnerability.share_vulnerable",
+                                        ".3f"),
+    ("Median ex. acc.", "vulnerability.q50", ".3f"), ("Skipped", "skipped", "d"),
+    ("Forget acc. (%)", "forget_accuracy", ".1f"), ("RA (%)", "RA", ".1f"), ("TA (%)", "TA", ".1f"),
+    ("Time (s)", "seconds", ".0f"))
+LIRA_COLUMNS = (("AUC", "auc", ".3f"), ("Best bal. acc.", "best_balanced_accuracy", ".3f"),
+                ("TPR@1% FPR", "tpr@1e-02fpr", ".3f"), ("TPR@0.1% FPR", "tpr@1e-03fpr", ".3f"))
+
+
+def _lookup(metrics: dict, dotted: str):
+  value = metrics
+  for part in dotted.split("."):
+    if not isinstance(value, dict) or part not in value:
+      return None
+    value = value[part]
+  return value
+
+
+def _cell(value, fmt: str) -> str:
+  if isinstance(value, dict):  # mean ± std over targets or models
+    if value.get("mean") is None:
+      return "—"
+    return f"{_cell(value['mean'], fmt)} ± {_cell(value['std'], fmt)}"
+  if value is None or (isinstance(value, float) and not np.isfinite(value)):
+    return "—"
+  return f"{value:{fmt}}"
+
+
+def markdown_table(rows: dict[str, dict], columns, first: str = "Method") -> str:
+  """Rows = names → metrics dicts, columns = (header, dotted key, format)."""
+  lines = [f"| {first} | " + " | ".join(h for h, _, _ in columns) + " |",
+           "|---" * (len(columns) + 1) + "|"]
+  for name, metrics in rows.items():
+    lines.append(f"| {name} | " + " | ".join(_cell(_lookup(metrics, k), f)
+                                             for _, k, f in columns) + " |")
+  return "\n".join(lines) + "\n"
+
+
+def _boxplot(series: dict[str, list], path: pathlib.Path, plt, *, xlabel: str, title: str,
+             lines: tuple[float, ...] = ()) -> None:
+  names = [n for n, v in series.items() if any(x is not None for x in v)]
+  if not names:
+    return
+  data = [np.asarray([x for x in series[n] if x is not None], np.float64) for n in names]
+  fig, ax = plt.subplots(figsize=(7, 0.45 * len(names) + 1.4))
+  ax.boxplot(data, orientation="horizontal", tick_labels=names, showfliers=False)
+  rng = np.random.default_rng(0)  # jitter of the plotted points only
+  for i, values in enumerate(data, 1):
+    ax.scatter(values, i + rng.uniform(-0.2, 0.2, len(values)), s=3, alpha=0.3)
+  for x in lines:
+    ax.axvline(x, color="grey", linestyle="--", linewidth=0.8)
+  ax.invert_yaxis()
+  ax.set_xlabel(xlabel)
+  ax.set_title(title, fontsize=9)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+def _checks_line(checks: dict) -> str:
+  """The §6 checks in one sentence (noise = se of Retrain's U-LiRA accuracy over targets)."""
+  if not checks:
+    return ""
+  parts = []
+  if "retrain_at_chance" in checks:
+    parts.append(f"Retrain at chance within 3 × {checks['noise']:.4f} (se over targets): "
+                 f"{'yes' if checks['retrain_at_chance'] else 'NO'}")
+  parts.append(f"no unlearning above chance: {'yes' if checks['original_above_chance'] else 'NO'}")
+  below = [n for n, ok in checks["u_lira_ge_p2"].items() if not ok]
+  parts.append("U-LiRA ≥ P2 for every row (3 se)" + (f": NO for {', '.join(below)}" if below
+                                                      else ": yes"))
+  return "\nChecks (populations.md §6): " + "; ".join(parts) + ".\n"
+
+
+def write_population_report(results: dict, out: pathlib.Path) -> None:
+  """Writes ``results.md`` and the plot (``epsilon.png`` or ``vulnerability.png``) under ``out``."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  out, sizes, hw = pathlib.Path(out), results["sizes"], results["hardware"]
+  rows = results["rows"]
+  text = (f"# {results['config']['name']} ({results['protocol']})\n\n"
+          f"seed {results['seed']}; pool {sizes['pool']}, target set {sizes['target']}, test "
+          f"{sizes['test']}; M = {sizes['models']} models per population; "
+          f"{hw['processor']}, {len(hw['devices'])} {hw['backend']} device(s); wall time "
+          f"{results['wall_seconds']:.0f} s.\n\n")
+  metrics = {n: r["metrics"] for n, r in rows.items()}
+  if results["protocol"] == "challenge":
+    text += markdown_table(metrics, CHALLENGE_COLUMNS)
+    _boxplot({n: r["epsilon"] for n, r in rows.items()}, out / "epsilon.png", plt,
+             xlabel="ε per forget example (50 = cap)",
+             title="Challenge score: ε per forget example (lower = closer to Retrain)")
+  else:
+    text += markdown_table(metrics, ULIRA_COLUMNS)
+    text += _checks_line(results.get("checks", {}))
+    text += "\nLiRA on the originals (membership of the training half):\n\n"
+    text += markdown_table(results["lira"], LIRA_COLUMNS, first="LiRA")
+    _boxplot({n: r["per_example_accuracy"] for n, r in rows.items()}, out / "vulnerability.png",
+             plt, xlabel="per-example U-LiRA accuracy over the targets that attacked it",
+             title="Per-example vulnerability (0.5 = chance, the ideal)", lines=(0.5, 0.75))
+  if results.get("excluded"):
+    text += "\nExcluded: " + "; ".join(f"{n} ({why})" for n, why in
+                                       results["excluded"].items()) + ".\n"
+  (out / "results.md").write_text(text)
+
+
+__all__ = ["markdown_table", "write_population_report"]
