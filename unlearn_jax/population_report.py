@@ -85,7 +85,8 @@ def _checks_line(checks: dict) -> str:
   if "retrain_at_chance" in checks:
     parts.append(f"Retrain at chance within 3 × {checks['noise']:.4f} (se over targets): "
                  f"{'yes' if checks['retrain_at_chance'] else 'NO'}")
-  parts.append(f"no unlearning above chance: {'yes' if checks['original_above_chance'] else 'NO'}")
+  parts.append("the original (no unlearning) clearly above chance: "
+               f"{'yes' if checks['original_above_chance'] else 'NO'}")
   below = [n for n, ok in checks["u_lira_ge_p2"].items() if not ok]
   parts.append("U-LiRA ≥ P2 for every row (3 se)" + (f": NO for {', '.join(below)}" if below
                                                       else ": yes"))
