@@ -29,7 +29,7 @@ from unlearn_jax import seeding
 from unlearn_jax.data.datasets import DATASET_NAMES, ArrayDataset, load_dataset
 from unlearn_jax.data.memberships import balanced_masks
 from unlearn_jax.evaluation import challenge, lira
-from unlearn_jax.methods import METHODS, Original, get_method
+from unlearn_jax.methods import Original, get_method
 from unlearn_jax.models import MODEL_NAMES, make_model
 from unlearn_jax.optim import Recipe
 from unlearn_jax.population_report import write_population_report
@@ -72,9 +72,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
       raise ValueError(f"config.{field}: {value!r} is not allowed; allowed: "
                        f"{', '.join(allowed)}.")
   for name in config.methods:
-    if name not in METHODS:
-      raise ValueError(f"config.methods: unknown method {name!r}; known: "
-                       f"{', '.join(sorted(METHODS))}.")
+    get_method(name, "config.methods")
     _hparams(config, name)
   m = config.population.models
   if config.protocol == "ulira" and (m < 2 * config.attack.folds or m % 2):

@@ -45,9 +45,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise ValueError(f"config.model.name: unknown model {config.model.name!r}; known: "
                      f"{', '.join(MODEL_NAMES)}.")
   for name in config.methods:
-    if name not in METHODS:
-      raise ValueError(f"config.methods: unknown method {name!r}; known: "
-                       f"{', '.join(sorted(METHODS))}.")
+    get_method(name, "config.methods")
   for name, overrides in config.hparams.items():
     if name not in METHODS:
       raise ValueError(f"config.hparams.{name}: not a method; known: {', '.join(sorted(METHODS))}.")

@@ -138,14 +138,14 @@ def register(method: Method) -> Method:
   return METHODS[method.name]
 
 
-def get_method(name: str) -> Method:
+def get_method(name: str, field: str = "method") -> Method:
   """The registered method called ``name``.
 
   Raises:
-    ValueError: unknown name (lists the known ones).
+    ValueError: unknown name (names ``field`` and lists the known ones).
   """
   if name not in METHODS:
-    raise ValueError(f"method: unknown method {name!r}; known: {', '.join(sorted(METHODS))}.")
+    raise ValueError(f"{field}: unknown method {name!r}; known: {', '.join(sorted(METHODS))}.")
   return METHODS[name]
 
 
