@@ -33,13 +33,13 @@ if _COUNT_FLAG not in os.environ.get("XLA_FLAGS", ""):
   os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_COUNT_FLAG}={os.cpu_count()}"
 
 import argparse  # noqa: E402
-import pathlib  # noqa: E402
+import dataclasses  # noqa: E402
 import time  # noqa: E402
 
-import flax.serialization  # noqa: E402
 import jax  # noqa: E402
 
 from unlearn_jax import seeding  # noqa: E402
+from unlearn_jax.checkpoint import Checkpointer, cache_dir_for  # noqa: E402
 from unlearn_jax.data.datasets import load_dataset  # noqa: E402
 from unlearn_jax.data.splits import ForgetSpec, make_splits  # noqa: E402
 from unlearn_jax.evaluation.outputs import accuracy  # noqa: E402
@@ -68,23 +68,27 @@ def _since(start: tuple[float, float], end: tuple[float, float] | None = None):
 
 
 def original_model(model, data, recipe: Recipe, seed: int, cache_dir: str):
-  """(params, model_state) of θ_o: read from the cache, or trained (untimed) and saved there."""
-  init = dict(zip(("params", "model_state"), model.init(jax.random.key(0)), strict=True))
-  path = (pathlib.Path(cache_dir) / f"original-fashion_mnist-small_cnn-e{recipe.epochs}"
-          f"-b{recipe.batch_size}-s{seed}.msgpack") if cache_dir else None
-  if path is not None and path.exists():
-    restored = flax.serialization.from_bytes(init, path.read_bytes())
-    print(f"original: read from {path}", flush=True)
-    return restored["params"], restored["model_state"]
-  start = time.perf_counter()
-  state, _ = train_classifier(model, data.train, recipe, seed=seed, progress=False)
-  params, model_state = jax.device_get((state.params, state.model_state))
-  print(f"original: trained in {time.perf_counter() - start:.1f} s (untimed)", flush=True)
-  if path is not None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(flax.serialization.to_bytes(
-        {"params": params, "model_state": model_state}))
-  return params, model_state
+  """(params, model_state) of θ_o: restored from the project's config-keyed checkpoint cache, or
+  trained (untimed) and saved there."""
+  key = {"data": "fashion_mnist", "model": model.name, "recipe": dataclasses.asdict(recipe),
+         "seed": seed}
+  abstract = jax.eval_shape(lambda: dict(zip(("params", "model_state"),
+                                             model.init(jax.random.key(0)), strict=True)))
+  ckpt = Checkpointer(cache_dir_for(cache_dir, "original", key)) if cache_dir else None
+  if ckpt is not None and ckpt.latest_step() is not None:
+    restored = ckpt.restore(abstract)
+    print(f"original: read from {ckpt.directory}", flush=True)
+  else:
+    start = time.perf_counter()
+    state, _ = train_classifier(model, data.train, recipe, seed=seed, progress=False)
+    restored = {"params": state.params, "model_state": state.model_state}
+    print(f"original: trained in {time.perf_counter() - start:.1f} s (untimed)", flush=True)
+    if ckpt is not None:
+      ckpt.save(0, restored, {"kind": "original", "key": key})
+      ckpt.wait()
+  if ckpt is not None:
+    ckpt.close()
+  return restored["params"], restored["model_state"]
 
 
 def main(argv=None) -> None:
