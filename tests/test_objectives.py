@@ -7,10 +7,13 @@ import numpy as np
 import pytest
 from jax.test_util import check_grads
 
+from unlearn_jax.data.datasets import ArrayDataset
+from unlearn_jax.methods.base import teacher_outputs
 from unlearn_jax.methods.spotter import spotter_terms
 from unlearn_jax.models import make_model
 from unlearn_jax.objectives import losses, make_objective, validate_weights
 from unlearn_jax.objectives import terms as T
+from unlearn_jax.objectives.compose import with_augmentation
 
 FORGET = jnp.array([True, False, False, True, False])
 
@@ -186,6 +189,33 @@ def test_objective_is_the_weighted_sum_and_spotter_plus_x_is_a_union(tiny):
   # Jit parity, and new weights need no recompilation (they are an argument).
   eager = make_objective(model, combined)(params, state, batch, jax.random.key(0), ctx)[0]
   np.testing.assert_allclose(loss, eager, rtol=1e-5)
+
+
+def test_teacher_outputs_computed_beforehand_replace_the_teacher_forward(tiny):
+  """Streams carrying θ_o's (and the bad teacher's) outputs give the same loss and gradient, and
+  the objective no longer reads the teachers' parameters (NaN teachers change nothing)."""
+  model, params, state, batch, frozen = tiny
+  teacher_terms = {k: TERMS[k] for k in ("kd", "masked_kd", "neg_kd", "blend_kd")}
+  ctx = {**frozen, "weights": {k: jnp.float32(1.0) for k in teacher_terms}}
+  objective = make_objective(model, teacher_terms)
+
+  def value_and_grad(b, c):
+    return jax.value_and_grad(lambda p: objective(p, state, b, jax.random.key(0), c)[0])(params)
+
+  with_outputs = dict(batch)
+  for s in ("forget", "retain", "mixed"):
+    data = ArrayDataset(np.asarray(batch[s]["image"]), np.asarray(batch[s]["label"]))
+    with_outputs[s] = {**batch[s], **teacher_outputs(model, data, original=frozen["teachers"][
+        "original"], bad=frozen["teachers"]["bad"])}
+  nan_teachers = {**ctx, "teachers": jax.tree.map(lambda x: jnp.full_like(x, jnp.nan),
+                                                  ctx["teachers"])}
+  loss, grad = value_and_grad(batch, ctx)
+  loss_pre, grad_pre = value_and_grad(with_outputs, nan_teachers)
+  np.testing.assert_allclose(loss_pre, loss, rtol=1e-6)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), grad_pre, grad)
+  assert np.isnan(value_and_grad(batch, nan_teachers)[0])
+  with pytest.raises(ValueError, match="stream 'forget': augmented images cannot use teacher"):
+    with_augmentation(objective, "forget")(params, state, with_outputs, jax.random.key(0), ctx)
 
 
 @pytest.mark.parametrize("weights, message", [

@@ -105,7 +105,10 @@ def experiment_defaults() -> ml_collections.ConfigDict:
   c.original = ml_collections.ConfigDict({
       "optimizer": "adam", "learning_rate": 1e-3, "momentum": 0.0, "weight_decay": 0.0,
       "epochs": 15, "batch_size": 64, "decay": (), "augment": False})
-  c.retrain_seeds = (1, 2, 3)  # Retrain oracles trained at once (vmapped); () disables Retrain
+  c.retrain_seeds = (1, 2, 3)  # Retrain oracles, one per seed; () disables Retrain
+  # Train them at once (vmapped) or one after another; None: vmapped except on CPU, where XLA
+  # runs a vmapped convolution several times slower per model (docs/performance.md).
+  c.retrain_vmap = None
   c.profile = "small"  # methods' hyper-parameter profile: small | resnet18
   c.methods = ("retrain", "ft", "ga", "neggrad_plus", "rl", "boundary_shrink",
                "boundary_expanding", "l1_sparse", "salun", "scrub", "bad_teacher", "unsir",

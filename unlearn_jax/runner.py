@@ -147,31 +147,39 @@ class Experiment:
     return Original(self.model, *jax.device_get((state.params, state.model_state))), seconds
 
   def retrains(self) -> tuple[list[tuple], float]:
-    """Retrain oracles on D_r, one per seed of ``retrain_seeds``, trained at once (vmapped)."""
+    """Retrain oracles on D_r, one per seed of ``retrain_seeds``, trained at once (vmapped) or
+    one after another (``retrain_vmap``; None: vmapped except on CPU). Returns the models and
+    the mean seconds per model."""
     seeds = list(self.config.retrain_seeds)
     if not seeds:
       return [], 0.0
     recipe = _recipe(self.config.original)
     retain = self.splits.retain
+    vmapped = self.config.retrain_vmap
+    if vmapped is None:
+      vmapped = jax.default_backend() != "cpu"
+    groups = [seeds] if vmapped and len(seeds) > 1 else [[s] for s in seeds]
+    models, total = [], 0.0
+    for group in groups:
+      def train(state, save, every, group=group):
+        common = {"state": state, "mesh": self.mesh, "checkpoint": save,
+                  "checkpoint_every": every, "progress": self.config.progress}
+        if len(group) == 1:
+          return train_classifier(self.model, retain, recipe, seed=group[0],
+                                  desc=f"retrain (seed {group[0]})", **common)
+        return train_classifiers(self.model, retain, recipe, seeds=group,
+                                 desc=f"retrain×{len(group)}", **common)
 
-    def train(state, save, every):
-      if len(seeds) == 1:
-        return train_classifier(self.model, retain, recipe, seed=seeds[0], state=state,
-                                mesh=self.mesh, checkpoint=save, checkpoint_every=every,
-                                progress=self.config.progress, desc="retrain")
-      return train_classifiers(self.model, retain, recipe, seeds=seeds, state=state,
-                               mesh=self.mesh, checkpoint=save, checkpoint_every=every,
-                               progress=self.config.progress, desc=f"retrain×{len(seeds)}")
-
-    key = self.base_key | {"seeds": seeds, "forget": self.config.forget.to_dict(),
-                           "split_seed": self.config.seed}
-    state, seconds = _cached_training(self.root, "retrain", key, self._abstract(seeds), train,
-                                      checkpoint_every=self.config.checkpoint_every)
-    params, model_state = jax.device_get((state.params, state.model_state))
-    if len(seeds) == 1:
-      return [(params, model_state)], seconds
-    return [jax.tree.map(lambda x, k=k: x[k], (params, model_state))
-            for k in range(len(seeds))], seconds / len(seeds)
+      key = self.base_key | {"seeds": group, "forget": self.config.forget.to_dict(),
+                             "split_seed": self.config.seed}
+      state, seconds = _cached_training(self.root, "retrain", key, self._abstract(group), train,
+                                        checkpoint_every=self.config.checkpoint_every)
+      params, model_state = jax.device_get((state.params, state.model_state))
+      models += ([(params, model_state)] if len(group) == 1 else
+                 [jax.tree.map(lambda x, k=k: x[k], (params, model_state))
+                  for k in range(len(group))])
+      total += seconds
+    return models, total / len(seeds)
 
 
 def _json_safe(value):

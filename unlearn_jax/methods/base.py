@@ -198,8 +198,29 @@ def frozen_context(original: Original, data: UnlearningData, weights: Mapping[st
 
 
 @functools.cache
-def _predict_fn(model: Model):
-  return jax.jit(lambda p, s, x: jnp.argmax(model.apply(p, s, x)[1], -1))
+def _forward_fn(model: Model):
+  return jax.jit(lambda p, s, x: model.apply(p, s, x)[:2])
+
+
+def teacher_outputs(model: Model, data: ArrayDataset, *, batch_size: int = 512,
+                    **teachers: tuple[Any, Any]) -> dict[str, np.ndarray]:
+  """Each frozen teacher's eval-mode outputs on every example of ``data``, as :class:`Stream`
+  extras ``{"<name>/features": [N, d], "<name>/logits": [N, C]}``.
+
+  An eval-mode forward pass is a function of the example alone, so a stream carrying these
+  spares the step one teacher forward pass per batch (:func:`make_objective` reads them), for
+  one pass over ``data`` here. Not for augmented streams (the images change every step).
+
+  Args:
+    teachers: name=(params, model_state) for each teacher the terms read (``original=…``).
+  """
+  out = {}
+  for name, (params, model_state) in teachers.items():
+    batches = [(b["mask"] > 0, _forward_fn(model)(params, model_state, b["image"]))
+               for b in iterate(data, batch_size)]
+    out[f"{name}/features"] = np.concatenate([np.asarray(f)[k] for k, (f, _) in batches])
+    out[f"{name}/logits"] = np.concatenate([np.asarray(lg)[k] for k, (_, lg) in batches])
+  return out
 
 
 def forget_accuracy_at_most(model: Model, forget: ArrayDataset, threshold: float | None,
@@ -214,11 +235,11 @@ def forget_accuracy_at_most(model: Model, forget: ArrayDataset, threshold: float
   if threshold is None:
     return None
   forget = forget.subset(np.arange(min(max_examples, len(forget))))
-  forward = _predict_fn(model)
+  forward = _forward_fn(model)
 
   def stop(params, model_state) -> bool:
-    correct = sum(int(np.sum((np.asarray(forward(params, model_state, b["image"])) == b["label"])
-                             * b["mask"])) for b in iterate(forget, batch_size))
+    correct = sum(int(np.sum((np.argmax(forward(params, model_state, b["image"])[1], -1)
+                              == b["label"]) * b["mask"])) for b in iterate(forget, batch_size))
     return 100.0 * correct / len(forget) <= threshold
 
   return stop

@@ -26,14 +26,18 @@ from unlearn_jax.methods.base import (
   optimizer,
   phase,
   register,
+  teacher_outputs,
 )
 from unlearn_jax.objectives import terms
 
 
 def _build_scrub(config, original: Original, data: UnlearningData, seed: int) -> Plan:
-  forget = Stream(data.require("forget", "scrub"), config.forget_batch_size, seed=seed,
-                  name="forget")
-  retain = Stream(data.require("retain", "scrub"), config.batch_size, seed=seed, name="retain")
+  teacher = (original.params, original.model_state)
+  forget, retain = (
+      Stream(d, size, seed=seed, name=name,
+             extras=teacher_outputs(original.model, d, original=teacher))
+      for name, d, size in (("forget", data.require("forget", "scrub"), config.forget_batch_size),
+                            ("retain", data.require("retain", "scrub"), config.batch_size)))
   T = config.temperature
   max_terms = {"neg_kd": terms.negated_distillation("forget", temperature=T)}
   min_terms = {"ce": terms.cross_entropy("retain"),
@@ -79,9 +83,11 @@ def _build_bad_teacher(config, original: Original, data: UnlearningData, seed: i
   mixed = ArrayDataset(np.concatenate([forget.images, retain.images[chosen]]),
                        np.concatenate([forget.labels, retain.labels[chosen]]))
   is_forget = np.concatenate([np.ones(len(forget)), np.zeros(len(chosen))]).astype(np.float32)
-  stream = Stream(mixed, config.batch_size, seed=seed, name="mixed",
-                  extras={"is_forget": is_forget})
   bad = original.model.init(seeding.device_key(seed, "bad_teacher_init"))
+  outputs = teacher_outputs(original.model, mixed, original=(original.params, original.model_state),
+                            bad=bad)
+  stream = Stream(mixed, config.batch_size, seed=seed, name="mixed",
+                  extras={"is_forget": is_forget, **outputs})
   t = {"blend_kd": terms.blended_teacher_distillation("mixed", temperature=config.temperature)}
   blocks = epoch_blocks(phase("bad_teacher", original.model, t), {"mixed": stream}, "mixed",
                         range(config.epochs))

@@ -4,7 +4,8 @@ L(θ) = λ₁·KL(p̃_θo(x) ‖ p_θ(x)) on forget images + (1 − λ₁)·KL(p
 neighbours x̃ ∈ Ã + λ₂·L_disp(f_θ(x), y), where p̃ is the original model's softmax with the
 forget classes removed and L_disp the mean same-class feature cosine. Reads D_f only (never
 D_r); batch-norm running statistics stay frozen while its affine parameters train. Ã is built
-once from θ_o (PGD or Gaussian, :mod:`unlearn_jax.perturbations`) from a key of the run's seed.
+once from θ_o (PGD or Gaussian, :mod:`unlearn_jax.perturbations`) from a key of the run's seed,
+and θ_o's outputs on D_f and Ã once after it (the teacher is frozen and in eval mode).
 
 :func:`spotter_terms` are the plug-and-play terms: "Spotter + X" is ``{**spotter_terms(), **x}``.
 """
@@ -21,6 +22,7 @@ from unlearn_jax.methods.base import (
   optimizer,
   phase,
   register,
+  teacher_outputs,
 )
 from unlearn_jax.objectives import Term, terms
 from unlearn_jax.perturbations import PerturbationConfig, perturbed_set
@@ -47,8 +49,10 @@ def _build(config, original: Original, data: UnlearningData, seed: int) -> Plan:
   near = perturbed_set(original.model, original.params, original.model_state, forget,
                        seeding.device_key(seed, "spotter_perturbed"),
                        PerturbationConfig(**config.perturbation.to_dict()))
-  streams = {"forget": Stream(forget, config.batch_size, seed=seed, name="forget"),
-             "perturbed": Stream(near, config.batch_size, seed=seed, name="perturbed")}
+  teacher = (original.params, original.model_state)
+  streams = {name: Stream(d, config.batch_size, seed=seed, name=name,
+                          extras=teacher_outputs(original.model, d, original=teacher))
+             for name, d in (("forget", forget), ("perturbed", near))}
   t = spotter_terms()
   blocks = epoch_blocks(phase("spotter", original.model, t, bn_train=False), streams, "forget",
                         range(config.epochs))

@@ -5,7 +5,10 @@ An objective is what a training step differentiates::
     objective(params, model_state, batch, key, frozen) -> (loss, (model_state, aux))
 
 ``batch`` maps stream names (``"forget"``, ``"retain"``, ``"perturbed"``, …) to
-``{"image", "label", "mask"}`` and may hold ``"progress"`` (t/T in [0, 1]). ``frozen`` holds what
+``{"image", "label", "mask"}`` and may hold ``"progress"`` (t/T in [0, 1]). A stream may also carry
+a frozen teacher's outputs computed once beforehand (``"<teacher>/features"``,
+``"<teacher>/logits"``; :func:`unlearn_jax.methods.base.teacher_outputs`): the objective then reads
+them instead of running that teacher on the stream. ``frozen`` holds what
 is read but not trained: ``"weights"`` {term name: λ}, ``"teachers"`` {name: (params,
 model_state)}, ``"forget_mask"`` (bool [C]). Weights live in ``frozen`` so a sweep over λ needs no
 recompilation. ``aux`` is flat with ``/``-namespaced names (``"kd/loss"``).
@@ -94,8 +97,11 @@ def make_objective(model: Model, terms: Mapping[str, Term], *, bn_train: bool = 
       outs[s] = Outputs(features, logits)
     teacher_outs = {}
     for t, s in teacher_reads:
-      t_params, t_state = frozen["teachers"][t]
-      features, logits, _ = model.apply(t_params, t_state, batch[s]["image"], train=False)
+      if f"{t}/logits" in batch[s]:
+        features, logits = batch[s][f"{t}/features"], batch[s][f"{t}/logits"]
+      else:
+        t_params, t_state = frozen["teachers"][t]
+        features, logits, _ = model.apply(t_params, t_state, batch[s]["image"], train=False)
       teacher_outs[t, s] = jax.lax.stop_gradient(Outputs(features, logits))
     progress = jnp.asarray(batch.get("progress", 0.0), jnp.float32)
     total, aux = jnp.zeros((), jnp.float32), {}
@@ -118,6 +124,9 @@ def with_augmentation(objective: Objective, stream: str) -> Objective:
   """The same objective with ``stream``'s images randomly cropped and flipped on device first."""
 
   def augmented(params, model_state, batch, key, frozen):
+    if any(k.endswith("/logits") for k in batch[stream]):
+      raise ValueError(f"stream '{stream}': augmented images cannot use teacher outputs "
+                       "computed beforehand; leave them out of its stream.")
     aug_key, key = jax.random.split(key)
     data = {**batch[stream], "image": random_crop_flip(batch[stream]["image"], aug_key)}
     return objective(params, model_state, {**batch, stream: data}, key, frozen)
