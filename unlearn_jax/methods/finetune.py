@@ -255,8 +255,8 @@ def _build_last_k(name: str, reinit: bool):
 register(Method(
     "cf_k", frozenset({"retain"}), _build_last_k("cf_k", reinit=False),
     {"resnet18": {**SGD, "learning_rate": 0.01, "epochs": 10, "batch_size": 256, "k": 2},
-     "small": {**SGD, "learning_rate": 0.05, "weight_decay": 0.0, "epochs": 10, "batch_size": 64,
-               "k": 2}},
+     "small": {**SGD, "learning_rate": 0.02, "weight_decay": 0.01, "epochs": 20,
+               "batch_size": 64, "k": 2}},
     "Fine-tune only the last k blocks on D_r (the rest frozen, bit-identical)."))
 
 register(Method(

@@ -24,7 +24,7 @@ DERIVED = {
         "unsir": {"noise_copies": 80, "retain_per_class": 500, "impair_epochs": 1,
                   "repair_epochs": 1, "batch_size": 128},
         "ssd": {"alpha": 5.0, "batch_size": 128},
-        "cf_k": {"learning_rate": 0.05, "epochs": 2, "batch_size": 128},
+        "cf_k": {"learning_rate": 0.05, "weight_decay": 0.0, "epochs": 2, "batch_size": 128},
         "eu_k": {"epochs": 3, "batch_size": 128},
         "opc": {"epochs": 2, "batch_size": 128},
     }),
