@@ -1,11 +1,11 @@
 """The small-CNN train steps side by side with the same steps written in PyTorch, on CPU.
 
-One process times two steps at batch 128 on Fashion-MNIST images (28×28×1):
+One process times the steps at batch 128 on Fashion-MNIST images (28×28×1):
 
 * CE: ours is the library's ``make_train_step(classifier_objective(small_cnn), sgd(0.01, momentum
   0.9))``; PyTorch's is the same model (conv32-relu-pool-conv64-relu-pool-dense128-relu-head,
   normalisation inside), cross-entropy and ``torch.optim.SGD``.
-* Spotter: ours is ``make_train_step(make_objective(model, spotter_terms(), bn_train=False))``
+* Spotter: ours is the step of ``phase("spotter", model, spotter_terms(), bn_train=False)``
   with the ``fashion_mnist`` profile's optimiser (SGD lr 1e-4, momentum 0.9, weight decay 5e-4)
   and the frozen teacher in ``frozen`` as the runner passes it; a forget batch of 128 images of
   class 0 and a perturbed batch of 128. PyTorch's step runs the teacher under ``no_grad`` on both
@@ -17,8 +17,11 @@ One process times two steps at batch 128 on Fashion-MNIST images (28×28×1):
   are constants): ours reads them from the batch (``teacher_outputs``), PyTorch's takes the
   precomputed masked targets. Also printed: the method's step against the PyTorch step above
   (the reference implementation runs the teacher every step).
+* Spotter, given, 1 program: the same step compiled as one program over both streams
+  (``split_streams=False``, the accelerator default), to show what splitting buys on CPU.
 
-Ours runs as the library runs it: jitted by ``sharding.jit_sharded`` (state donated) with the
+Ours runs as the library runs it: ``execute.phase_step`` (state donated; on CPU a two-stream
+phase runs each stream's gradient as its own program, then one update) with the
 batch split over one host-platform CPU device per core (the script sets
 ``--xla_force_host_platform_device_count`` to ``os.cpu_count()`` unless XLA_FLAGS already does);
 PyTorch runs with ``torch.set_num_threads(os.cpu_count())``.
@@ -31,7 +34,8 @@ printed. Then, after ``--warmup`` steps each, ``--repeats`` timings of ``--steps
 steps alternate between the two frameworks (order swapped every repeat, so a change in load hits
 both alike); each reports the median wall time per step (JAX's clock stops once the state is
 ready, ``block_until_ready``; PyTorch's CPU ops are synchronous), the process's CPU time per step
-and images/s. The ratio is PyTorch's time over ours. Targets: CE ≥ 1, Spotter ≥ 1.25. The load
+and images/s (first_s: ours's first step, compilation included). The ratio is PyTorch's time
+over ours. Targets: CE ≥ 1, Spotter ≥ 1.25. The load
 average is printed first: wall times grow with it.
 
 Needs the ``bench`` extra (``pip install -e .[bench]``, torch 2.13 CPU); no test or CI uses it.
@@ -57,9 +61,11 @@ import torch.nn.functional as F  # noqa: E402
 from unlearn_jax.data.datasets import ArrayDataset, load_dataset  # noqa: E402
 from unlearn_jax.methods import Original, get_method  # noqa: E402
 from unlearn_jax.methods.base import (  # noqa: E402
+  Phase,
   UnlearningData,
   frozen_context,
   optimizer,
+  phase,
   teacher_outputs,
 )
 from unlearn_jax.methods.spotter import spotter_terms, spotter_weights  # noqa: E402
@@ -68,13 +74,15 @@ from unlearn_jax.objectives import make_objective  # noqa: E402
 from unlearn_jax.objectives.classifier import WEIGHTS, classifier_objective  # noqa: E402
 from unlearn_jax.optim import make_optimizer  # noqa: E402
 from unlearn_jax.training import sharding  # noqa: E402
+from unlearn_jax.training.execute import phase_step  # noqa: E402
 from unlearn_jax.training.state import create_train_state  # noqa: E402
-from unlearn_jax.training.step import make_train_step  # noqa: E402
 
 BATCH = 128
 FORGET_CLASS = 0
 CE_LR, MOMENTUM = 0.01, 0.9
-TARGETS = {"CE": 1.0, "Spotter": 1.25, "Spotter, targets given": 1.25}  # PyTorch's / ours
+ONE_PROGRAM = "Spotter, given, 1 program"
+TARGETS = {"CE": 1.0, "Spotter": 1.25, "Spotter, targets given": 1.25,
+           ONE_PROGRAM: 1.25}  # PyTorch's / ours
 SYNC_EVERY = 10  # JAX steps between host syncs, as the runner's loop (design.md: fake devices)
 
 
@@ -293,33 +301,37 @@ def main(argv=None) -> None:
   compare("targets", sp_objective, params, given_batch, sp_frozen, given_torch, given_loss)
 
   runs, compile_s = {}, {}
-  for name, objective, tx, batch, frozen in (
-      ("CE", ce_objective, ce_tx, ce_batch, ce_frozen),
-      ("Spotter", sp_objective, sp_tx, sp_batch, sp_frozen),
-      ("Spotter, targets given", sp_objective, sp_tx, given_batch, sp_frozen)):
+  sp_phase = phase("spotter", model, terms, bn_train=False)
+  for name, ph, tx, batch, frozen, split in (
+      ("CE", Phase("train", ce_objective), ce_tx, ce_batch, ce_frozen, None),
+      ("Spotter", sp_phase, sp_tx, sp_batch, sp_frozen, None),
+      ("Spotter, targets given", sp_phase, sp_tx, given_batch, sp_frozen, None),
+      (ONE_PROGRAM, sp_phase, sp_tx, given_batch, sp_frozen, False)):
     # A fresh copy: the step donates its state, which must not alias ``params``.
     state = jax.tree.map(jnp.copy, sharding.replicate(create_train_state(params, {}, tx), mesh))
     placed = sharding.shard_leading(batch, mesh)
     key = sharding.replicate(jax.random.key(1), mesh)
     frozen = sharding.replicate(frozen, mesh)
+    step = phase_step(ph, tx, mesh, split_streams=split)
     start = time.perf_counter()
-    step = sharding.jit_sharded(make_train_step(objective, tx), mesh).lower(
-        state, placed, key, frozen).compile()
+    state, _ = step(state, placed, key, frozen)
+    jax.block_until_ready(state)
     compile_s[name] = time.perf_counter() - start
     runs[name, "jax"] = jax_runner(step, state, placed, key, frozen)
   runs["CE", "torch"] = torch_runner(ce_loss, ce_torch, torch.optim.SGD(
       ce_torch.parameters(), lr=CE_LR, momentum=MOMENTUM))
   for name, loss, net in (("Spotter", sp_loss, sp_torch),
-                          ("Spotter, targets given", given_loss, given_torch)):
+                          ("Spotter, targets given", given_loss, given_torch),
+                          (ONE_PROGRAM, given_loss, TorchSmallCNN(params, data.mean, data.std))):
     runs[name, "torch"] = torch_runner(loss, net, torch.optim.SGD(
         net.parameters(), lr=config.learning_rate, momentum=config.momentum,
         weight_decay=config.weight_decay))
 
   print(f"{'step':24s}{'framework':>10s}{'ms/step':>9s}{'cpu_ms':>8s}{'images/s':>10s}"
-        f"{'compile_s':>10s}")
+        f"{'first_s':>10s}")
   ratios, walls = {}, {}
   for name, images_per_step in (("CE", BATCH), ("Spotter", 2 * BATCH),
-                                ("Spotter, targets given", 2 * BATCH)):
+                                ("Spotter, targets given", 2 * BATCH), (ONE_PROGRAM, 2 * BATCH)):
     times = time_alternating({fw: runs[name, fw] for fw in ("jax", "torch")}, steps=args.steps,
                              repeats=args.repeats, warmup=args.warmup)
     for fw, (wall, cpu) in times.items():

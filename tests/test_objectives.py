@@ -11,7 +11,7 @@ from unlearn_jax.data.datasets import ArrayDataset
 from unlearn_jax.methods.base import teacher_outputs
 from unlearn_jax.methods.spotter import spotter_terms
 from unlearn_jax.models import make_model
-from unlearn_jax.objectives import losses, make_objective, validate_weights
+from unlearn_jax.objectives import losses, make_objective, stream_parts, validate_weights
 from unlearn_jax.objectives import terms as T
 from unlearn_jax.objectives.compose import with_augmentation
 
@@ -216,6 +216,29 @@ def test_teacher_outputs_computed_beforehand_replace_the_teacher_forward(tiny):
   assert np.isnan(value_and_grad(batch, nan_teachers)[0])
   with pytest.raises(ValueError, match="stream 'forget': augmented images cannot use teacher"):
     with_augmentation(objective, "forget")(params, state, with_outputs, jax.random.key(0), ctx)
+
+
+def test_stream_parts_sum_to_the_objective(tiny):
+  """One part per stream (ℓ1, reading none, joins the first); the parts' losses, gradients and
+  random draws (each term keeps its key) add up to the full objective's."""
+  model, params, state, batch, frozen = tiny
+  terms = {**TERMS, "rl": T.random_label_cross_entropy("forget")}
+  parts = stream_parts(terms)
+  assert parts == (("contraction", "contraction_features_sq", "dispersion", "l1", "masked_kd",
+                    "neg_ce", "neg_kd", "rl"), ("blend_kd",), ("ce", "kd"))
+  ctx = {**frozen, "weights": {k: jnp.float32(0.5 + i) for i, k in enumerate(sorted(terms))}}
+
+  def value_and_grad(objective):
+    return jax.value_and_grad(lambda p: objective(p, state, batch, jax.random.key(7), ctx)[0])(
+        params)
+
+  loss, grad = value_and_grad(make_objective(model, terms))
+  split = [value_and_grad(make_objective(model, terms, only=p)) for p in parts]
+  np.testing.assert_allclose(sum(v for v, _ in split), loss, rtol=1e-6)
+  jax.tree.map(lambda a, *b: np.testing.assert_allclose(sum(b), a, rtol=1e-5, atol=1e-6),
+               grad, *[g for _, g in split])
+  with pytest.raises(ValueError, match=r"only: \['nope'\] must be a non-empty subset"):
+    make_objective(model, terms, only=("nope",))
 
 
 @pytest.mark.parametrize("weights, message", [

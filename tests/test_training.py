@@ -16,11 +16,14 @@ from unlearn_jax.checkpoint import Checkpointer, CheckpointMismatchError
 from unlearn_jax.data.batching import Stream
 from unlearn_jax.data.datasets import load_dataset
 from unlearn_jax.evaluation.outputs import accuracy
+from unlearn_jax.methods.base import phase
 from unlearn_jax.models import make_model
+from unlearn_jax.objectives import terms as T
 from unlearn_jax.objectives.classifier import WEIGHTS, classifier_objective
 from unlearn_jax.optim import Recipe, make_optimizer
 from unlearn_jax.training import sharding
 from unlearn_jax.training.classifier import train_classifier, train_classifiers
+from unlearn_jax.training.execute import phase_step
 from unlearn_jax.training.loop import Hook, NonFiniteLossError
 from unlearn_jax.training.state import create_train_state
 from unlearn_jax.training.step import make_train_step
@@ -135,6 +138,41 @@ def test_step_compiles_once_across_batches(digits, digits_model):
   frozen = {"weights": {k: jnp.float32(v) for k, v in WEIGHTS.items()}}
   for i in range(stream.steps_per_epoch + 2):  # includes the padded last batch of the epoch
     state, _ = step(state, {"train": stream.batch(i)}, jax.random.key(0), frozen)
+
+
+def test_split_streams_step_equals_one_program():
+  """Each stream's gradient in its own program, then one update, equals the one-program step:
+  parameters, batch-norm statistics (threaded from stream to stream) and metrics, over 3 steps."""
+  model = make_model("resnet18", num_classes=4, input_shape=(8, 8, 3), width=0.125,
+                     mean=(0.5,) * 3, std=(0.25,) * 3)
+  terms = {"ce": T.cross_entropy("retain"), "neg_ce": T.negated_cross_entropy("forget"),
+           "rl": T.random_label_cross_entropy("forget")}
+  ph = phase("test", model, terms)
+  assert len(ph.parts) == 2
+  tx = make_optimizer("sgd", learning_rate=0.1, momentum=0.9)
+  mesh = sharding.make_mesh(2)
+  rng = np.random.default_rng(0)
+  batch = sharding.shard_leading(
+      {s: {"image": rng.uniform(size=(4, 8, 8, 3)).astype(np.float32),
+           "label": rng.integers(0, 4, 4), "mask": np.ones(4, np.float32)}
+       for s in ("forget", "retain")}, mesh)
+  frozen = sharding.replicate({"weights": {"ce": jnp.float32(1.0), "neg_ce": jnp.float32(0.5),
+                                           "rl": jnp.float32(0.3)}}, mesh)
+  key = sharding.replicate(jax.random.key(0), mesh)
+  runs = []
+  for step in (sharding.jit_sharded(make_train_step(ph.objective, tx), mesh),
+               phase_step(ph, tx, mesh, split_streams=True)):
+    state = sharding.replicate(create_train_state(*model.init(jax.random.key(1)), tx), mesh)
+    for _ in range(3):
+      state, metrics = step(state, batch, key, frozen)
+    runs.append(jax.device_get((state, metrics)))
+  (one, one_metrics), (split, split_metrics) = runs
+  assert int(split.step) == 3 and set(split_metrics) == set(one_metrics)
+  assert _max_diff(one.params, split.params) < 1e-5
+  assert _max_diff(one.model_state, split.model_state) < 1e-5
+  assert _max_diff(one.params, model.init(jax.random.key(1))[0]) > 1e-2
+  for k, v in one_metrics.items():
+    np.testing.assert_allclose(split_metrics[k], v, rtol=1e-5, err_msg=k)
 
 
 def test_batch_not_divisible_by_devices_is_a_clear_error(digits):

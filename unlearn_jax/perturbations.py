@@ -14,10 +14,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from unlearn_jax.data.batching import iterate
 from unlearn_jax.data.datasets import ArrayDataset
 from unlearn_jax.models import Model
 from unlearn_jax.objectives.losses import cross_entropy
+from unlearn_jax.training import sharding
 
 MODES = ("targeted_boundary", "reference_compat")
 KINDS = ("pgd", "gaussian")
@@ -116,9 +116,11 @@ def fgsm(model: Model, params, model_state, images: jax.Array, labels: jax.Array
 
 @functools.cache
 def _perturb_fn(model: Model, config: PerturbationConfig):
-  """Jitted (params, model_state, images, labels, key) -> (x̃, margin under θ_o), per config."""
+  """Jitted (params, model_state, key, images, labels, b) -> (x̃, margin under θ_o), per config;
+  batch b draws from ``fold_in(key, b)``."""
 
-  def perturb(params, model_state, images, labels, key):
+  def perturb(params, model_state, key, images, labels, b):
+    key = jax.random.fold_in(key, b)
     if config.kind == "pgd":
       x = pgd(model, params, model_state, images, labels, key, config)
     else:
@@ -129,24 +131,19 @@ def _perturb_fn(model: Model, config: PerturbationConfig):
 
 
 def perturbed_set(model: Model, params, model_state, data: ArrayDataset, key: jax.Array,
-                  config: PerturbationConfig, *, batch_size: int = 256) -> ArrayDataset:
+                  config: PerturbationConfig, *, batch_size: int = 64) -> ArrayDataset:
   """One perturbed copy of every image of ``data`` (labels kept), then the optional β filter.
 
-  A function of ``key`` alone (batch b uses ``fold_in(key, b)``).
+  A function of ``key`` alone (batch b uses ``fold_in(key, b)``); batches are split over all
+  devices (small ones: PGD's program stays in cache on CPU, docs/performance.md).
 
   Raises:
     ValueError: an invalid config, or a β filter that keeps no example.
   """
   config.validate()
-  perturb = _perturb_fn(model, config)
-  images, margins = [], []
-  for b, batch in enumerate(iterate(data, batch_size)):
-    x, m = perturb(params, model_state, batch["image"], batch["label"],
-                   jax.random.fold_in(key, b))
-    keep = batch["mask"] > 0
-    images.append(np.asarray(x)[keep])
-    margins.append(np.asarray(m)[keep])
-  images, margins = np.concatenate(images), np.abs(np.concatenate(margins))
+  images, margins = sharding.map_batches(_perturb_fn(model, config), data, batch_size=batch_size,
+                                         replicated_args=(params, model_state, key))
+  margins = np.abs(margins)
   beta = config.beta
   if config.beta_quantile is not None:
     beta = float(np.quantile(margins, config.beta_quantile))

@@ -6,7 +6,6 @@ import functools
 import jax
 import numpy as np
 
-from unlearn_jax.data.batching import iterate, pad_to_multiple
 from unlearn_jax.data.datasets import ArrayDataset
 from unlearn_jax.models import Model
 from unlearn_jax.training import sharding
@@ -14,7 +13,10 @@ from unlearn_jax.training import sharding
 
 @functools.cache
 def _forward(model: Model):
-  return jax.jit(lambda params, model_state, images: model.apply(params, model_state, images)[:2])
+  """Jitted eval-mode ``(features, logits)`` of ``images``; the arguments after them (labels,
+  batch index: :func:`~unlearn_jax.training.sharding.map_batches`) are ignored."""
+  return jax.jit(lambda params, model_state, images, *_: model.apply(params, model_state,
+                                                                      images)[:2])
 
 
 def model_outputs(model: Model, params, model_state, data: ArrayDataset, *,
@@ -24,17 +26,8 @@ def model_outputs(model: Model, params, model_state, data: ArrayDataset, *,
   if len(data) == 0:
     return (np.zeros((0, model.feature_dim), np.float32),
             np.zeros((0, model.num_classes), np.float32))
-  mesh = mesh or sharding.make_mesh()
-  batch_size = pad_to_multiple(min(batch_size, len(data)), mesh.devices.size)
-  params, model_state = sharding.replicate((params, model_state), mesh)
-  features, logits = [], []
-  for batch in iterate(data, batch_size):
-    f, l = sharding.to_host(_forward(model)(params, model_state,
-                                            sharding.shard_leading(batch["image"], mesh)))
-    keep = batch["mask"] > 0
-    features.append(f[keep])
-    logits.append(l[keep])
-  return np.concatenate(features), np.concatenate(logits)
+  return sharding.map_batches(_forward(model), data, batch_size=batch_size,
+                              replicated_args=(params, model_state), mesh=mesh)
 
 
 def accuracy_from_logits(logits: np.ndarray, labels: np.ndarray) -> float:

@@ -134,7 +134,7 @@ def ou_at_eps(model: Model, original: tuple, unlearned: tuple, perturbed: ArrayD
 def ou_sets(model: Model, params, model_state, forget: ArrayDataset, key: jax.Array, *,
             reference_compat: bool = False, pgd: PerturbationConfig | None = None,
             gaussian: PerturbationConfig | None = None,
-            batch_size: int = 256) -> dict[str, ArrayDataset]:
+            batch_size: int = 64) -> dict[str, ArrayDataset]:
   """The PGD and Gaussian perturbed sets Ã of D_f under θ_o, a function of ``key`` alone.
 
   Args:

@@ -24,8 +24,15 @@ from unlearn_jax.data.batching import Stream, iterate
 from unlearn_jax.data.datasets import ArrayDataset
 from unlearn_jax.methods.profiles import DERIVED
 from unlearn_jax.models import Model
-from unlearn_jax.objectives import Objective, Term, make_objective, validate_weights
+from unlearn_jax.objectives import (
+  Objective,
+  Term,
+  make_objective,
+  stream_parts,
+  validate_weights,
+)
 from unlearn_jax.optim import make_optimizer, piecewise_schedule
+from unlearn_jax.training import sharding
 
 DATA_SETS = ("forget", "retain")
 
@@ -63,10 +70,13 @@ class Original:
 
 @dataclasses.dataclass(frozen=True)
 class Phase:
-  """A named objective; every block of a phase reuses one compiled step."""
+  """A named objective; every block of a phase reuses one compiled step. ``parts``, when given,
+  are objectives summing to ``objective`` that each read one stream (:func:`phase`); executors
+  may step their gradients one after another (``split_streams``)."""
 
   name: str
   objective: Objective
+  parts: tuple[Objective, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -171,7 +181,10 @@ def optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int | Sequence
 
 
 def phase(name: str, model: Model, terms: Mapping[str, Term], *, bn_train: bool = True) -> Phase:
-  return Phase(name, make_objective(model, terms, bn_train=bn_train))
+  parts = stream_parts(terms)
+  return Phase(name, make_objective(model, terms, bn_train=bn_train),
+               tuple(make_objective(model, terms, bn_train=bn_train, only=p) for p in parts)
+               if len(parts) > 1 else ())
 
 
 def epoch_blocks(ph: Phase, streams: Mapping[str, Stream], driver: str,
@@ -199,7 +212,9 @@ def frozen_context(original: Original, data: UnlearningData, weights: Mapping[st
 
 @functools.cache
 def _forward_fn(model: Model):
-  return jax.jit(lambda p, s, x: model.apply(p, s, x)[:2])
+  """Jitted eval-mode (features, logits); arguments after the images (labels, batch index of
+  :func:`~unlearn_jax.training.sharding.map_batches`) are ignored."""
+  return jax.jit(lambda p, s, x, *_: model.apply(p, s, x)[:2])
 
 
 def teacher_outputs(model: Model, data: ArrayDataset, *, batch_size: int = 512,
@@ -215,11 +230,9 @@ def teacher_outputs(model: Model, data: ArrayDataset, *, batch_size: int = 512,
     teachers: name=(params, model_state) for each teacher the terms read (``original=…``).
   """
   out = {}
-  for name, (params, model_state) in teachers.items():
-    batches = [(b["mask"] > 0, _forward_fn(model)(params, model_state, b["image"]))
-               for b in iterate(data, batch_size)]
-    out[f"{name}/features"] = np.concatenate([np.asarray(f)[k] for k, (f, _) in batches])
-    out[f"{name}/logits"] = np.concatenate([np.asarray(lg)[k] for k, (_, lg) in batches])
+  for name, teacher in teachers.items():
+    out[f"{name}/features"], out[f"{name}/logits"] = sharding.map_batches(
+        _forward_fn(model), data, batch_size=batch_size, replicated_args=teacher)
   return out
 
 

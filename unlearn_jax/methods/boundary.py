@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from unlearn_jax import seeding
-from unlearn_jax.data.batching import Stream, iterate
+from unlearn_jax.data.batching import Stream
 from unlearn_jax.data.datasets import ArrayDataset
 from unlearn_jax.methods.base import (
   Method,
@@ -30,11 +30,12 @@ from unlearn_jax.methods.base import (
 from unlearn_jax.models import Model
 from unlearn_jax.objectives import terms
 from unlearn_jax.perturbations import fgsm
+from unlearn_jax.training import sharding
 
 
 @functools.cache
 def _relabel_fn(model: Model, eps: float):
-  def relabel(params, model_state, images, labels):
+  def relabel(params, model_state, images, labels, _):
     adv = fgsm(model, params, model_state, images, labels, eps=eps)
     return jnp.argmax(model.apply(params, model_state, adv)[1], -1)
 
@@ -42,15 +43,14 @@ def _relabel_fn(model: Model, eps: float):
 
 
 def nearest_wrong_labels(original: Original, forget: ArrayDataset, eps: float, *,
-                         batch_size: int = 256) -> np.ndarray:
+                         batch_size: int = 64) -> np.ndarray:
   """argmax θ_o(FGSM_ε(x)) for every forget image (Boundary Shrink's relabelling)."""
   if eps < 0:
     raise ValueError(f"boundary_shrink.eps: {eps} < 0.")
-  relabel = _relabel_fn(original.model, float(eps))
-  out = [np.asarray(relabel(original.params, original.model_state, b["image"],
-                            b["label"]))[b["mask"] > 0]
-         for b in iterate(forget, batch_size)]
-  return np.concatenate(out).astype(np.int32)
+  labels = sharding.map_batches(_relabel_fn(original.model, float(eps)), forget,
+                                batch_size=batch_size,
+                                replicated_args=(original.params, original.model_state))
+  return labels.astype(np.int32)
 
 
 def _relabelled_plan(name, config, model: Model, params, model_state, original, data, labels,

@@ -6,7 +6,9 @@ from unlearn_jax.objectives.compose import (
     Outputs,
     Term,
     make_objective,
+    stream_parts,
     validate_weights,
 )
 
-__all__ = ["Context", "Objective", "Outputs", "Term", "make_objective", "validate_weights"]
+__all__ = ["Context", "Objective", "Outputs", "Term", "make_objective", "stream_parts",
+           "validate_weights"]

@@ -21,7 +21,7 @@ jax_privacy's loss contract, because a training-mode forward pass updates them.
 
 import dataclasses
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -74,7 +74,8 @@ def validate_weights(weights: Mapping[str, float], terms: Mapping[str, Term]) ->
                        "(use a negated term, e.g. neg_ce, to ascend a loss).")
 
 
-def make_objective(model: Model, terms: Mapping[str, Term], *, bn_train: bool = True) -> Objective:
+def make_objective(model: Model, terms: Mapping[str, Term], *, bn_train: bool = True,
+                   only: Sequence[str] | None = None) -> Objective:
   """Builds ``objective(params, model_state, batch, key, frozen)`` = Σ_name λ_name · term_name.
 
   Args:
@@ -82,10 +83,18 @@ def make_objective(model: Model, terms: Mapping[str, Term], *, bn_train: bool = 
     terms: {name: Term}; each name needs a weight in ``frozen["weights"]``.
     bn_train: batch norm uses batch statistics and updates running ones (False: frozen, as in
       Spotter).
+    only: compute just these term names (each with the key and weight it has in the full
+      objective), so objectives over a partition of the names sum to the full one
+      (:func:`stream_parts`).
   """
   if not terms:
     raise ValueError("terms: an objective needs at least one term.")
-  names = sorted(terms)
+  unknown = set(only or ()) - set(terms)
+  if unknown or (only is not None and not only):
+    raise ValueError(f"only: {sorted(only)} must be a non-empty subset of the terms "
+                     f"{sorted(terms)}.")
+  all_names = sorted(terms)
+  names = [n for n in all_names if only is None or n in only]
   streams = sorted({terms[n].stream for n in names if terms[n].stream})
   teacher_reads = sorted({(t, terms[n].stream) for n in names for t in terms[n].teachers})
 
@@ -105,19 +114,30 @@ def make_objective(model: Model, terms: Mapping[str, Term], *, bn_train: bool = 
       teacher_outs[t, s] = jax.lax.stop_gradient(Outputs(features, logits))
     progress = jnp.asarray(batch.get("progress", 0.0), jnp.float32)
     total, aux = jnp.zeros((), jnp.float32), {}
-    for i, name in enumerate(names):
+    for name in names:
       term = terms[name]
       ctx = Context(
           data=batch[term.stream] if term.stream else None,
           out=outs.get(term.stream),
           teachers={t: teacher_outs[t, term.stream] for t in term.teachers},
-          params=params, key=jax.random.fold_in(key, i), frozen=frozen, progress=progress)
+          params=params, key=jax.random.fold_in(key, all_names.index(name)), frozen=frozen,
+          progress=progress)
       value = term.fn(ctx)
       aux[f"{name}/loss"] = value
       total = total + frozen["weights"][name] * value
     return total, (model_state, aux)
 
   return objective
+
+
+def stream_parts(terms: Mapping[str, Term]) -> tuple[tuple[str, ...], ...]:
+  """The term names grouped by the stream they read, streams in sorted order; terms reading no
+  stream (ℓ1) join the first group. ``make_objective(..., only=part)`` over the parts sums to
+  the full objective: the gradient of each part needs one stream's forward and backward only."""
+  streams = sorted({t.stream for t in terms.values() if t.stream})
+  parts = [tuple(n for n in sorted(terms) if terms[n].stream == s) for s in streams] or [()]
+  parts[0] = tuple(sorted(parts[0] + tuple(n for n in terms if not terms[n].stream)))
+  return tuple(parts)
 
 
 def with_augmentation(objective: Objective, stream: str) -> Objective:

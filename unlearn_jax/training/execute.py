@@ -11,11 +11,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from unlearn_jax.methods.base import Block, Plan
+from unlearn_jax.methods.base import Block, Phase, Plan
 from unlearn_jax.training import sharding
 from unlearn_jax.training.loop import Hook, Segment, StopRule, run_plan
 from unlearn_jax.training.state import TrainState, create_train_state
-from unlearn_jax.training.step import make_train_step
+from unlearn_jax.training.step import make_train_step, split_step
 
 
 def _with_progress(block: Block, offset: int, total: int):
@@ -33,6 +33,21 @@ def _segments(blocks: Sequence[Block], steps: dict, batch_fn_of) -> list[Segment
   return segments
 
 
+def phase_step(ph: Phase, tx, mesh: jax.sharding.Mesh, *, split_streams: bool | None = None):
+  """The compiled step of a phase over ``mesh``, its state donated.
+
+  ``split_streams``: a phase whose objective reads several streams steps each stream's gradient
+  as its own program, then one update (``Phase.parts``; the same gradient up to float
+  reassociation). None: on CPU only, where one program over all streams outgrows the cache and
+  runs up to 1.7× slower (docs/performance.md); accelerators run one program.
+  """
+  if split_streams is None:
+    split_streams = jax.default_backend() == "cpu"
+  if split_streams and ph.parts:
+    return split_step(ph.parts, tx, lambda apply: sharding.jit_sharded(apply, mesh))
+  return sharding.jit_sharded(make_train_step(ph.objective, tx), mesh)
+
+
 def execute_plan(
     plan: Plan,
     *,
@@ -44,14 +59,18 @@ def execute_plan(
     hooks: Sequence[Hook] = (),
     progress: bool = True,
     desc: str = "train",
+    split_streams: bool | None = None,
 ) -> tuple[TrainState, list[dict]]:
   """Runs ``plan`` from its start (or from a restored ``state``) with the batch split over
-  ``mesh`` (default: all devices). Randomness: ``fold_in(key, step)`` per step."""
+  ``mesh`` (default: all devices). Randomness: ``fold_in(key, step)`` per step.
+
+  ``split_streams``: see :func:`phase_step`.
+  """
   mesh = mesh or sharding.make_mesh()
   state = state or create_train_state(plan.params, plan.model_state, plan.tx)
   # A fresh copy: the step donates the state, whose arrays may alias frozen (θ_o as teacher).
   state = jax.tree.map(jnp.copy, sharding.replicate(state, mesh))
-  steps = {id(b.phase): sharding.jit_sharded(make_train_step(b.phase.objective, plan.tx), mesh)
+  steps = {id(b.phase): phase_step(b.phase, plan.tx, mesh, split_streams=split_streams)
            for b in plan.blocks}
   segments = _segments(plan.blocks, steps, lambda b, o, t: _with_progress(b, o, t))
   stop = plan.stop and StopRule(plan.stop_every,

@@ -15,6 +15,9 @@ from jax.experimental import multihost_utils
 from jax.sharding import AxisType, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from unlearn_jax.data.batching import iterate, pad_to_multiple
+from unlearn_jax.data.datasets import ArrayDataset
+
 AXIS = "data"
 
 
@@ -102,3 +105,30 @@ def jit_sharded(step, mesh: jax.sharding.Mesh, *, split_state: bool = False, don
   state_sharding = split(mesh) if split_state else replicated(mesh)
   return jax.jit(step, out_shardings=(state_sharding, replicated(mesh)),
                  donate_argnums=(0,) if donate else ())
+
+
+
+def map_batches(fn, data: ArrayDataset, *, batch_size: int, replicated_args=(),
+                mesh: jax.sharding.Mesh | None = None):
+  """Per-example outputs of the jitted ``fn(*replicated_args, images, labels, index)`` over
+  ``data``, in order, on every process.
+
+  Batches of ``batch_size`` (at most ``len(data)``, rounded up to a multiple of the device count,
+  the last one padded) are split over ``mesh`` (default: all devices); ``replicated_args``
+  (parameters, keys) are replicated; ``index`` is the batch's number (int32, for
+  ``fold_in``). ``fn`` returns a pytree of arrays with the batch as leading axis; padding rows
+  are dropped. Small per-device batches keep a program's buffers in cache on CPU
+  (docs/performance.md).
+  """
+  if len(data) == 0:
+    raise ValueError("data: map_batches needs at least one example.")
+  mesh = mesh or make_mesh()
+  batch_size = pad_to_multiple(min(batch_size, len(data)), mesh.devices.size)
+  args = replicate(replicated_args, mesh)
+  outs = []
+  for b, batch in enumerate(iterate(data, batch_size)):
+    images, labels = shard_leading((batch["image"], batch["label"]), mesh)
+    out = to_host(fn(*args, images, labels, replicate(np.int32(b), mesh)))
+    keep = batch["mask"] > 0
+    outs.append(jax.tree.map(lambda x, keep=keep: x[keep], out))
+  return jax.tree.map(lambda *xs: np.concatenate(xs), *outs)

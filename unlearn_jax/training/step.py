@@ -1,6 +1,6 @@
 """The stateless training step and the optimiser pieces it is built from."""
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -24,22 +24,70 @@ def make_train_step(objective: Objective, tx: optax.GradientTransformation, *,
 
   Metrics: ``loss``, each term's ``"<name>/loss"``, ``grad_norm``.
   """
+  accumulate, apply = make_accumulate(objective, axis_name=axis_name), make_apply(tx)
 
   def step(state: TrainState, batch, key: jax.Array, frozen) -> tuple[TrainState, dict]:
+    return apply(state, *accumulate(state, None, state.model_state, batch, key, frozen))
+
+  return step
+
+
+def make_accumulate(objective: Objective, *, axis_name: str | None = None):
+  """``accumulate(state, total, model_state, batch, key, frozen) -> (total, model_state)``:
+  ``total`` = (grads, metrics) of the objectives so far (None: none yet) plus this one's, at
+  ``state.params`` with key ``fold_in(key, state.step)``; ``model_state`` flows through.
+
+  Splitting a sum of objectives into parts accumulated one after another (:func:`split_step`)
+  gives the gradient of the sum; on CPU each part's program is smaller (design.md).
+  """
+
+  def accumulate(state: TrainState, total, model_state, batch, key, frozen):
     key = jax.random.fold_in(key, state.step)
     params = state.params
     if axis_name is not None:
       params = jax.lax.pcast(params, axis_name, to="varying")
     grad_fn = jax.value_and_grad(objective, has_aux=True)
-    (loss, (model_state, aux)), grads = grad_fn(params, state.model_state, batch, key, frozen)
+    (loss, (model_state, aux)), grads = grad_fn(params, model_state, batch, key, frozen)
     metrics = {"loss": loss, **aux}
     if axis_name is not None:
       grads, metrics, model_state = jax.lax.pmean((grads, metrics, model_state), axis_name)
-    metrics["grad_norm"] = optax.tree.norm(grads)
+    if total is not None:
+      grads = jax.tree.map(jax.numpy.add, total[0], grads)
+      metrics = {**total[1], **metrics, "loss": total[1]["loss"] + loss}
+    return (grads, metrics), model_state
+
+  return accumulate
+
+
+def make_apply(tx: optax.GradientTransformation):
+  """``apply(state, (grads, metrics), model_state) -> (state, metrics)``: one optimiser update;
+  adds ``grad_norm`` to the metrics."""
+
+  def apply(state: TrainState, total, model_state) -> tuple[TrainState, dict]:
+    grads, metrics = total
+    metrics = {**metrics, "grad_norm": optax.tree.norm(grads)}
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     new_state = state.replace(
         step=state.step + 1, params=optax.apply_updates(state.params, updates),
         model_state=model_state, opt_state=opt_state)
     return new_state, metrics
+
+  return apply
+
+
+def split_step(parts: Sequence[Objective], tx: optax.GradientTransformation,
+               jit_apply: Callable[[Callable], Callable]) -> Step:
+  """The step of ``Σ parts`` as ``len(parts) + 1`` programs run one after another: each part's
+  gradient (``jax.jit``, placed like its inputs) is added to the running total, then one update
+  compiled by ``jit_apply`` (:func:`unlearn_jax.training.execute.phase_step`). Equal to
+  ``make_train_step`` of the sum up to float reassociation."""
+  accumulates = [jax.jit(make_accumulate(p)) for p in parts]
+  apply = jit_apply(make_apply(tx))
+
+  def step(state: TrainState, batch, key: jax.Array, frozen) -> tuple[TrainState, dict]:
+    total, model_state = None, state.model_state
+    for accumulate in accumulates:
+      total, model_state = accumulate(state, total, model_state, batch, key, frozen)
+    return apply(state, total, model_state)
 
   return step
