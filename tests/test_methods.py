@@ -156,6 +156,19 @@ def test_unlearning_is_reproducible(original, splits, results):
     np.testing.assert_array_equal(a, b)
 
 
+def test_one_program_per_stream_equals_one_program(original, splits, results):
+  """OPC (forget and retain streams) run as one program per stream (the CPU default) and as
+  one program over both: the same model up to float reassociation."""
+  split = _unlearned("opc", original, splits, results)
+  assert len(split.history) and split.seconds > 0
+  one = unlearn("opc", original, splits, seed=0, progress=False, split_streams=False)
+  for a, b in zip(jax.tree.leaves(one.params), jax.tree.leaves(split.params), strict=True):
+    np.testing.assert_allclose(a, b, atol=1e-4)
+  moved = max(float(np.max(np.abs(a - b))) for a, b in zip(
+      jax.tree.leaves(one.params), jax.tree.leaves(original.params), strict=True))
+  assert moved > 1e-2
+
+
 def test_class_only_methods_refuse_random_forgetting(original, digits):
   random_splits = make_splits(digits, ForgetSpec(fraction=0.1), seed=0)
   for name in ("spotter", "unsir"):

@@ -109,6 +109,9 @@ def experiment_defaults() -> ml_collections.ConfigDict:
   # Train them at once (vmapped) or one after another; None: vmapped except on CPU, where XLA
   # runs a vmapped convolution several times slower per model (docs/performance.md).
   c.retrain_vmap = None
+  # A step reading several streams runs one program per stream, then the update; None: on CPU
+  # only, where one program over all streams outgrows the cache (docs/performance.md).
+  c.split_streams = None
   c.profile = "small"  # methods' hyper-parameter profile: small | resnet18
   c.methods = ("retrain", "ft", "ga", "neggrad_plus", "rl", "boundary_shrink",
                "boundary_expanding", "l1_sparse", "salun", "scrub", "bad_teacher", "unsir",

@@ -317,7 +317,7 @@ def _method_result(exp: Experiment, name: str, original: Original, retrains, ret
     with ckpt_lib.Checkpointer(out / "checkpoints" / name) as ckpt:
       run = unlearn(method, original, exp.splits, seed=config.seed, config=hparams,
                     mesh=exp.mesh, checkpointer=ckpt, checkpoint_every=config.checkpoint_every,
-                    run_key=key, progress=config.progress)
+                    run_key=key, progress=config.progress, split_streams=config.split_streams)
       ckpt.wait()
     result = evaluate(name, (run.params, run.model_state), run.seconds, run.info)
   if distributed.is_writer():

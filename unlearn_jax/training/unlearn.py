@@ -53,6 +53,7 @@ def unlearn(
     run_key: str = "",
     hooks: Sequence[Hook] = (),
     progress: bool = True,
+    split_streams: bool | None = None,
 ) -> UnlearnResult:
   """Runs ``method`` from ``original`` on ``splits`` and returns the unlearned model.
 
@@ -62,6 +63,8 @@ def unlearn(
     checkpointer: saves the running state every ``checkpoint_every`` steps; a checkpoint of the
       same ``run_key`` found there is resumed (ending bit-identical to an uninterrupted run).
     hooks: evaluation callbacks ``fn(step, state) -> dict`` every ``every`` steps.
+    split_streams: one program per stream (None: on CPU only;
+      :func:`~unlearn_jax.training.execute.phase_step`).
   """
   method = get_method(method) if isinstance(method, str) else method
   config = config if config is not None else method.config(profile)
@@ -81,7 +84,7 @@ def unlearn(
   final, history = execute_plan(plan, key=seeding.device_key(seed, method.name, "steps"),
                                 mesh=mesh, state=state, checkpoint=save,
                                 checkpoint_every=checkpoint_every, hooks=hooks, progress=progress,
-                                desc=method.name)
+                                desc=method.name, split_streams=split_streams)
   params, model_state = final.params, final.model_state
   if plan.finalize is not None:
     params, model_state = plan.finalize(params, model_state)
