@@ -116,10 +116,10 @@ def fgsm(model: Model, params, model_state, images: jax.Array, labels: jax.Array
 
 @functools.cache
 def _perturb_fn(model: Model, config: PerturbationConfig):
-  """Jitted (params, model_state, key, images, labels, b) -> (x̃, margin under θ_o), per config;
-  batch b draws from ``fold_in(key, b)``."""
+  """Jitted (params, model_state, key, images, labels, mask, b) -> (x̃, margin under θ_o), per
+  config; batch b draws from ``fold_in(key, b)``."""
 
-  def perturb(params, model_state, key, images, labels, b):
+  def perturb(params, model_state, key, images, labels, _, b):
     key = jax.random.fold_in(key, b)
     if config.kind == "pgd":
       x = pgd(model, params, model_state, images, labels, key, config)

@@ -13,7 +13,7 @@ from unlearn_jax.training import sharding
 
 @functools.cache
 def _forward(model: Model):
-  """Jitted eval-mode ``(features, logits)`` of ``images``; the arguments after them (labels,
+  """Jitted eval-mode ``(features, logits)`` of ``images``; the arguments after them (labels, mask,
   batch index: :func:`~unlearn_jax.training.sharding.map_batches`) are ignored."""
   return jax.jit(lambda params, model_state, images, *_: model.apply(params, model_state,
                                                                       images)[:2])

@@ -212,7 +212,7 @@ def frozen_context(original: Original, data: UnlearningData, weights: Mapping[st
 
 @functools.cache
 def _forward_fn(model: Model):
-  """Jitted eval-mode (features, logits); arguments after the images (labels, batch index of
+  """Jitted eval-mode (features, logits); arguments after the images (labels, mask, batch index of
   :func:`~unlearn_jax.training.sharding.map_batches`) are ignored."""
   return jax.jit(lambda p, s, x, *_: model.apply(p, s, x)[:2])
 

@@ -35,7 +35,7 @@ from unlearn_jax.training import sharding
 
 @functools.cache
 def _relabel_fn(model: Model, eps: float):
-  def relabel(params, model_state, images, labels, _):
+  def relabel(params, model_state, images, labels, *_):
     adv = fgsm(model, params, model_state, images, labels, eps=eps)
     return jnp.argmax(model.apply(params, model_state, adv)[1], -1)
 

@@ -10,7 +10,7 @@ import ml_collections
 import numpy as np
 
 from unlearn_jax import seeding
-from unlearn_jax.data.batching import Stream, iterate
+from unlearn_jax.data.batching import Stream
 from unlearn_jax.data.datasets import ArrayDataset
 from unlearn_jax.methods.base import (
   Method,
@@ -30,6 +30,7 @@ from unlearn_jax.objectives import terms
 from unlearn_jax.objectives.classifier import WEIGHTS, classifier_objective
 from unlearn_jax.objectives.losses import cross_entropy, masked_mean
 from unlearn_jax.optim import Recipe
+from unlearn_jax.training import sharding
 
 SGD = {"optimizer": "sgd", "momentum": 0.9, "weight_decay": 5e-4}
 
@@ -176,9 +177,10 @@ register(Method(
 
 @functools.cache
 def _forget_loss_grad(model: Model):
-  """Jitted ∇_θ(−mean CE) of one masked batch, eval-mode batch norm."""
+  """Jitted ∇_θ(−mean CE) of one masked batch (:func:`~unlearn_jax.training.sharding.sum_batches`
+  arguments), eval-mode batch norm."""
 
-  def batch_grad(params, model_state, images, labels, mask):
+  def batch_grad(params, model_state, images, labels, mask, _):
     def loss(p):
       logits = model.apply(p, model_state, images)[1]
       return -masked_mean(cross_entropy(logits, labels), mask)
@@ -195,16 +197,14 @@ def saliency_mask(original: Original, forget: ArrayDataset, fraction: float, *,
   """
   if not 0.0 < fraction <= 1.0:
     raise ValueError(f"salun.mask_fraction: {fraction} not in (0, 1].")
-  batch_grad = _forget_loss_grad(original.model)
-  total = jax.tree.map(jnp.zeros_like, original.params)
-  for b in iterate(forget, batch_size):
-    g = batch_grad(original.params, original.model_state, b["image"], b["label"], b["mask"])
-    total = jax.tree.map(jnp.add, total, g)
-  saliency = jax.tree.map(jnp.abs, total)
+  total, _ = sharding.sum_batches(_forget_loss_grad(original.model), forget,
+                                  batch_size=batch_size,
+                                  replicated_args=(original.params, original.model_state))
+  saliency = jax.tree.map(np.abs, total)
   flat = np.concatenate([np.ravel(x) for x in jax.tree.leaves(saliency)])
   k = max(1, int(round(fraction * flat.size)))
   threshold = np.partition(flat, flat.size - k)[flat.size - k]
-  return jax.tree.map(lambda s: (s >= threshold).astype(jnp.float32), saliency)
+  return jax.tree.map(lambda s: jnp.asarray(s >= threshold, jnp.float32), saliency)
 
 
 def _build_salun(config, original: Original, data: UnlearningData, seed: int) -> Plan:

@@ -11,16 +11,16 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from unlearn_jax.data.batching import iterate
 from unlearn_jax.data.datasets import ArrayDataset
 from unlearn_jax.methods.base import Method, Original, Plan, UnlearningData, register
 from unlearn_jax.models import Model
 from unlearn_jax.objectives.losses import cross_entropy, masked_mean
+from unlearn_jax.training import sharding
 
 
 @functools.cache
 def _squared_grad(model: Model):
-  def squared_grad(params, model_state, images, labels, mask):
+  def squared_grad(params, model_state, images, labels, mask, _):
     grad = jax.grad(lambda q: masked_mean(
         cross_entropy(model.apply(q, model_state, images)[1], labels), mask))(params)
     return jax.tree.map(jnp.square, grad)
@@ -30,13 +30,10 @@ def _squared_grad(model: Model):
 
 def importances(model: Model, params, model_state, data: ArrayDataset, *,
                 batch_size: int = 256):
-  """I = (1/B) Σ_batches (∇_θ mean-batch CE)², eval-mode batch norm; a pytree like params."""
-  squared_grad = _squared_grad(model)
-  total, count = jax.tree.map(jnp.zeros_like, params), 0
-  for b in iterate(data, batch_size):
-    grads = squared_grad(params, model_state, b["image"], b["label"], b["mask"])
-    total = jax.tree.map(jnp.add, total, grads)
-    count += 1
+  """I = (1/B) Σ_batches (∇_θ mean-batch CE)², eval-mode batch norm; a pytree like params.
+  Each batch is split over all devices."""
+  total, count = sharding.sum_batches(_squared_grad(model), data, batch_size=batch_size,
+                                      replicated_args=(params, model_state))
   return jax.tree.map(lambda t: t / count, total)
 
 

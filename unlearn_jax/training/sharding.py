@@ -10,6 +10,7 @@ rows of the devices a process owns, and :func:`to_host` gives every process the 
 """
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import AxisType, NamedSharding
@@ -108,27 +109,48 @@ def jit_sharded(step, mesh: jax.sharding.Mesh, *, split_state: bool = False, don
 
 
 
+
+def _placed_batches(data: ArrayDataset, batch_size: int, mesh: jax.sharding.Mesh | None):
+  """(host batch, (images, labels, mask, index) on the mesh) for every padded batch of data."""
+  if len(data) == 0:
+    raise ValueError("data: a pass over a dataset needs at least one example.")
+  mesh = mesh or make_mesh()
+  batch_size = pad_to_multiple(min(batch_size, len(data)), mesh.devices.size)
+  for b, batch in enumerate(iterate(data, batch_size)):
+    placed = shard_leading((batch["image"], batch["label"], batch["mask"]), mesh)
+    yield batch, (*placed, replicate(np.int32(b), mesh))
+
+
 def map_batches(fn, data: ArrayDataset, *, batch_size: int, replicated_args=(),
                 mesh: jax.sharding.Mesh | None = None):
-  """Per-example outputs of the jitted ``fn(*replicated_args, images, labels, index)`` over
-  ``data``, in order, on every process.
+  """Per-example outputs of the jitted ``fn(*replicated_args, images, labels, mask, index)``
+  over ``data``, in order, as NumPy arrays on every process.
 
   Batches of ``batch_size`` (at most ``len(data)``, rounded up to a multiple of the device count,
-  the last one padded) are split over ``mesh`` (default: all devices); ``replicated_args``
-  (parameters, keys) are replicated; ``index`` is the batch's number (int32, for
-  ``fold_in``). ``fn`` returns a pytree of arrays with the batch as leading axis; padding rows
+  the last one padded: ``mask`` 0) are split over ``mesh`` (default: all devices);
+  ``replicated_args`` (parameters, keys) are replicated; ``index`` is the batch's number (int32,
+  for ``fold_in``). ``fn`` returns a pytree of arrays with the batch as leading axis; padding rows
   are dropped. Small per-device batches keep a program's buffers in cache on CPU
   (docs/performance.md).
   """
-  if len(data) == 0:
-    raise ValueError("data: map_batches needs at least one example.")
   mesh = mesh or make_mesh()
-  batch_size = pad_to_multiple(min(batch_size, len(data)), mesh.devices.size)
   args = replicate(replicated_args, mesh)
   outs = []
-  for b, batch in enumerate(iterate(data, batch_size)):
-    images, labels = shard_leading((batch["image"], batch["label"]), mesh)
-    out = to_host(fn(*args, images, labels, replicate(np.int32(b), mesh)))
+  for batch, placed in _placed_batches(data, batch_size, mesh):
     keep = batch["mask"] > 0
-    outs.append(jax.tree.map(lambda x, keep=keep: x[keep], out))
+    outs.append(jax.tree.map(lambda x, keep=keep: x[keep], to_host(fn(*args, *placed))))
   return jax.tree.map(lambda *xs: np.concatenate(xs), *outs)
+
+
+def sum_batches(fn, data: ArrayDataset, *, batch_size: int, replicated_args=(),
+                mesh: jax.sharding.Mesh | None = None):
+  """``(Σ_batches fn(...), number of batches)`` over ``data``, batched and placed as in
+  :func:`map_batches`; ``fn`` returns a pytree (e.g. a gradient), the sum comes back in NumPy."""
+  mesh = mesh or make_mesh()
+  args = replicate(replicated_args, mesh)
+  total, count = None, 0
+  for _, placed in _placed_batches(data, batch_size, mesh):
+    out = fn(*args, *placed)
+    total = out if total is None else jax.tree.map(jnp.add, total, out)
+    count += 1
+  return to_host(total), count
