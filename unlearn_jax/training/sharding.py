@@ -9,6 +9,8 @@ keys are functions of the seed); :func:`replicate` and :func:`shard_leading` the
 rows of the devices a process owns, and :func:`to_host` gives every process the whole result.
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -20,6 +22,9 @@ from unlearn_jax.data.batching import iterate, pad_to_multiple
 from unlearn_jax.data.datasets import ArrayDataset
 
 AXIS = "data"
+# Programs with collectives dispatched on CPU devices between host syncs: 50–100 unsynced ones
+# can deadlock XLA:CPU's in-process collectives (design.md); loops sync every few.
+SYNC_EVERY = 8
 
 
 def make_mesh(num_devices: int | None = None) -> jax.sharding.Mesh:
@@ -150,7 +155,14 @@ def sum_batches(fn, data: ArrayDataset, *, batch_size: int, replicated_args=(),
   args = replicate(replicated_args, mesh)
   total, count = None, 0
   for _, placed in _placed_batches(data, batch_size, mesh):
-    out = fn(*args, *placed)
-    total = out if total is None else jax.tree.map(jnp.add, total, out)
+    total = fn(*args, *placed) if total is None else _add_to(fn)(total, *args, *placed)
     count += 1
+    if count % SYNC_EVERY == 0:
+      jax.block_until_ready(total)
   return to_host(total), count
+
+
+@functools.cache
+def _add_to(fn):
+  """One program per batch: ``total + fn(...)``."""
+  return jax.jit(lambda total, *a: jax.tree.map(jnp.add, total, fn(*a)))

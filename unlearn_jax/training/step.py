@@ -1,5 +1,6 @@
 """The stateless training step and the optimiser pieces it is built from."""
 
+import collections
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -8,6 +9,8 @@ import optax
 
 from unlearn_jax.objectives import Objective
 from unlearn_jax.training.state import TrainState
+
+MAX_IN_FLIGHT = 3  # split steps dispatched before the host waits for the oldest
 
 Step = Callable[[TrainState, Any, jax.Array, Any], tuple[TrainState, dict[str, jax.Array]]]
 
@@ -84,10 +87,18 @@ def split_step(parts: Sequence[Objective], tx: optax.GradientTransformation,
   accumulates = [jax.jit(make_accumulate(p)) for p in parts]
   apply = jit_apply(make_apply(tx))
 
+  in_flight = collections.deque()
+
   def step(state: TrainState, batch, key: jax.Array, frozen) -> tuple[TrainState, dict]:
+    # At most MAX_IN_FLIGHT steps dispatched ahead of the host: many unsynced programs with
+    # collectives can deadlock XLA:CPU's host devices (design.md).
+    if len(in_flight) >= MAX_IN_FLIGHT:
+      jax.block_until_ready(in_flight.popleft())
     total, model_state = None, state.model_state
     for accumulate in accumulates:
       total, model_state = accumulate(state, total, model_state, batch, key, frozen)
-    return apply(state, total, model_state)
+    state, metrics = apply(state, total, model_state)
+    in_flight.append(metrics["loss"])
+    return state, metrics
 
   return step
