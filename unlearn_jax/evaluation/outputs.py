@@ -1,22 +1,11 @@
 """Batched, jitted forward passes over a dataset: the features and logits that every metric and
 attack consumes. Batches are padded to a fixed size and split over the devices of a mesh."""
 
-import functools
-
-import jax
 import numpy as np
 
 from unlearn_jax.data.datasets import ArrayDataset
-from unlearn_jax.models import Model
+from unlearn_jax.models import Model, eval_forward
 from unlearn_jax.training import sharding
-
-
-@functools.cache
-def _forward(model: Model):
-  """Jitted eval-mode ``(features, logits)`` of ``images``; the arguments after them (labels, mask,
-  batch index: :func:`~unlearn_jax.training.sharding.map_batches`) are ignored."""
-  return jax.jit(lambda params, model_state, images, *_: model.apply(params, model_state,
-                                                                      images)[:2])
 
 
 def model_outputs(model: Model, params, model_state, data: ArrayDataset, *,
@@ -26,7 +15,7 @@ def model_outputs(model: Model, params, model_state, data: ArrayDataset, *,
   if len(data) == 0:
     return (np.zeros((0, model.feature_dim), np.float32),
             np.zeros((0, model.num_classes), np.float32))
-  return sharding.map_batches(_forward(model), data, batch_size=batch_size,
+  return sharding.map_batches(eval_forward(model), data, batch_size=batch_size,
                               replicated_args=(params, model_state), mesh=mesh)
 
 

@@ -10,11 +10,9 @@ method's :class:`UnlearningData` with every undeclared set left out (``None``).
 """
 
 import dataclasses
-import functools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -23,7 +21,7 @@ import optax
 from unlearn_jax.data.batching import Stream, iterate
 from unlearn_jax.data.datasets import ArrayDataset
 from unlearn_jax.methods.profiles import DERIVED
-from unlearn_jax.models import Model
+from unlearn_jax.models import Model, eval_forward
 from unlearn_jax.objectives import (
   Objective,
   Term,
@@ -210,13 +208,6 @@ def frozen_context(original: Original, data: UnlearningData, weights: Mapping[st
           "forget_mask": jnp.asarray(data.forget_mask)}
 
 
-@functools.cache
-def _forward_fn(model: Model):
-  """Jitted eval-mode (features, logits); arguments after the images (labels, mask, batch index of
-  :func:`~unlearn_jax.training.sharding.map_batches`) are ignored."""
-  return jax.jit(lambda p, s, x, *_: model.apply(p, s, x)[:2])
-
-
 def teacher_outputs(model: Model, data: ArrayDataset, *, batch_size: int = 512,
                     **teachers: tuple[Any, Any]) -> dict[str, np.ndarray]:
   """Each frozen teacher's eval-mode outputs on every example of ``data``, as :class:`Stream`
@@ -232,7 +223,7 @@ def teacher_outputs(model: Model, data: ArrayDataset, *, batch_size: int = 512,
   out = {}
   for name, teacher in teachers.items():
     out[f"{name}/features"], out[f"{name}/logits"] = sharding.map_batches(
-        _forward_fn(model), data, batch_size=batch_size, replicated_args=teacher)
+        eval_forward(model), data, batch_size=batch_size, replicated_args=teacher)
   return out
 
 
@@ -248,7 +239,7 @@ def forget_accuracy_at_most(model: Model, forget: ArrayDataset, threshold: float
   if threshold is None:
     return None
   forget = forget.subset(np.arange(min(max_examples, len(forget))))
-  forward = _forward_fn(model)
+  forward = eval_forward(model)
 
   def stop(params, model_state) -> bool:
     correct = sum(int(np.sum((np.argmax(forward(params, model_state, b["image"])[1], -1)

@@ -91,6 +91,14 @@ class Model:
     return list(groups.values())
 
 
+@functools.cache
+def eval_forward(model: Model):
+  """Jitted eval-mode ``(features, logits)`` of ``fn(params, model_state, images, *_)``; trailing
+  arguments (labels, mask, batch index of per-batch maps over a dataset) are ignored."""
+  return jax.jit(lambda params, model_state, images, *_: model.apply(params, model_state,
+                                                                      images)[:2])
+
+
 def apply_head(params: Params, features: jax.Array) -> jax.Array:
   """Logits s = z W + b from penultimate features with the model's final layer."""
   bias = params["head"]["bias"]

@@ -115,11 +115,10 @@ def jit_sharded(step, mesh: jax.sharding.Mesh, *, split_state: bool = False, don
 
 
 
-def _placed_batches(data: ArrayDataset, batch_size: int, mesh: jax.sharding.Mesh | None):
+def _placed_batches(data: ArrayDataset, batch_size: int, mesh: jax.sharding.Mesh):
   """(host batch, (images, labels, mask, index) on the mesh) for every padded batch of data."""
   if len(data) == 0:
     raise ValueError("data: a pass over a dataset needs at least one example.")
-  mesh = mesh or make_mesh()
   batch_size = pad_to_multiple(min(batch_size, len(data)), mesh.devices.size)
   for b, batch in enumerate(iterate(data, batch_size)):
     placed = shard_leading((batch["image"], batch["label"], batch["mask"]), mesh)
