@@ -2,6 +2,8 @@
 
 import json
 import pathlib
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -101,6 +103,29 @@ def test_killed_run_restarts_without_redoing_finished_methods(tmp_path, data_dir
   assert results["models"]["ga"]["metrics"]["UA"] >= 95.0
   runner.run_experiment(config)  # everything cached now
   assert calls == ["ga", "spotter", "spotter"]
+
+
+_CACHED_PROGRAM = """
+import sys
+import jax
+from unlearn_jax.checkpoint import use_compilation_cache
+use_compilation_cache(sys.argv[1])
+hits = []
+jax.monitoring.register_event_listener(
+    lambda event, **kw: hits.append(event) if event == "/jax/compilation_cache/cache_hits" else 0)
+x = jax.jit(lambda a: (a @ a.T).sum())(jax.numpy.arange(64.0).reshape(8, 8))
+print(float(x), len(hits))
+"""
+
+
+def test_compilation_cache_is_read_back_by_a_second_process(tmp_path):
+  runs = [subprocess.run([sys.executable, "-c", _CACHED_PROGRAM, str(tmp_path / "xla")],
+                         capture_output=True, text=True, timeout=120, check=True).stdout.split()
+          for _ in range(2)]
+  (value_1, hits_1), (value_2, hits_2) = runs
+  assert value_1 == value_2
+  assert int(hits_1) == 0 and int(hits_2) >= 1
+  assert any((tmp_path / "xla").iterdir())
 
 
 def test_killed_unlearning_resumes_bit_identical(tmp_path, digits_model, digits_original,

@@ -98,7 +98,8 @@ def test_processes_with_different_seeds_stop_before_training(tmp_path, data_dir,
     assert code == 2, err[-3000:]
     assert ("distributed: process 1 differs from process 0 on config.seed (1 vs 0), seed (1 vs 0)"
             in err), err[-3000:]
-  assert not (tmp_path / "cache").exists()
+  # Nothing trained or saved: at most the (empty) compilation cache directory exists.
+  assert [p.name for p in (tmp_path / "cache").glob("*")] in ([], ["xla"])
 
 
 def test_missing_coordinator_times_out_with_a_clear_error():

@@ -4,6 +4,7 @@
 state and a JSON ``meta`` (kind, config, fingerprint of the parameter shapes, metrics, whether the
 run finished). :func:`cache_dir_for` keys a directory by the config, so an original or Retrain
 model is trained once and reused; an unfinished run in that directory is resumed.
+:func:`use_compilation_cache` keeps XLA's compiled programs on disk, so a rerun skips compiling.
 """
 
 import hashlib
@@ -32,6 +33,16 @@ def config_hash(config: Any) -> str:
 def cache_dir_for(root: str | os.PathLike, kind: str, config: Any) -> pathlib.Path:
   """``root/<kind>-<hash of config>``: where a model trained from ``config`` is cached."""
   return pathlib.Path(root).absolute() / f"{kind}-{config_hash(config)}"
+
+
+def use_compilation_cache(directory: str | os.PathLike, *, min_compile_seconds: float = 0.0):
+  """Store every compiled program in ``directory`` (JAX's persistent compilation cache) and read
+  it back in later processes. Call before the process's first compilation; programs that took
+  less than ``min_compile_seconds`` to compile are not stored."""
+  path = pathlib.Path(directory).absolute()
+  path.mkdir(parents=True, exist_ok=True)
+  jax.config.update("jax_compilation_cache_dir", str(path))
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", min_compile_seconds)
 
 
 def fingerprint(tree) -> dict[str, str]:

@@ -73,8 +73,8 @@ def main(argv: list[str] | None = None) -> int:
   elif unknown:
     _parser().error(f"unrecognized arguments: {' '.join(unknown)}")
   _default_cpu_devices()
+  from unlearn_jax import checkpoint, distributed, report, runner
   from unlearn_jax import config as config_lib
-  from unlearn_jax import distributed, report, runner
 
   try:
     if args.command in ("run", "train-original", "train-retrain") and (
@@ -92,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
       print(open(os.path.join(args.run_dir, "results.md")).read())
       return 0 if results else 1
     config = config_lib.load_config(args.config, args.overrides)
+    if config.compilation_cache:
+      checkpoint.use_compilation_cache(os.path.join(config.cache_dir, "xla"))
     writer = distributed.is_writer()
     if args.command == "run":
       if "protocol" in config:  # a population experiment (config.population_defaults)

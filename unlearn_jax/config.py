@@ -93,6 +93,7 @@ def experiment_defaults() -> ml_collections.ConfigDict:
   c.trial_classes = ()
   c.output_dir = "runs/experiment"
   c.cache_dir = "runs/cache"  # original and Retrain models, keyed by their config
+  c.compilation_cache = True  # keep XLA's compiled programs in <cache_dir>/xla (CLI runs)
   c.num_devices = 0  # 0: all devices
   c.checkpoint_every = 200  # steps between checkpoints of a running training
   c.progress = True
@@ -143,6 +144,7 @@ def population_defaults() -> ml_collections.ConfigDict:
   c.seed = 0  # root of every random choice (pool, target set, masks, model seeds, attacks)
   c.output_dir = "runs/population"
   c.cache_dir = "runs/cache"  # finished population chunks, keyed by what made them
+  c.compilation_cache = True  # keep XLA's compiled programs in <cache_dir>/xla (CLI runs)
   c.num_devices = 0  # 0: all devices (the model axis is split over them)
   c.progress = True
   c.data = ml_collections.ConfigDict({"name": "digits", "data_dir": None, "source_dir": None,
