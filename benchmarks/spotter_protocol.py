@@ -168,9 +168,9 @@ def main(argv=None) -> None:
   for part, (wall, cpu) in times.items():
     print(f"{part:45s}{wall:8.2f}{100 * wall / total:6.0f}%{cpu:8.2f}")
   print(f"{'total':45s}{total:8.2f}{'':7s}{sum(cpu for _, cpu in times.values()):8.2f}")
-  print("of the total, spent compiling: " + ", ".join(
-      f"{part} {compile_seconds[part]:.2f} s" for part in COMPILE_EVENTS.values())
-        + (f" (compilation cache {args.compilation_cache})" if args.compilation_cache else ""))
+  compiling = ", ".join(f"{part} {compile_seconds[part]:.2f} s" for part in COMPILE_EVENTS.values())
+  cache = f" (compilation cache {args.compilation_cache})" if args.compilation_cache else ""
+  print(f"of the total, spent compiling: {compiling}{cache}")
   speedup = REFERENCE_S / total
   print(f"target: ≥ {TARGET_SPEEDUP:.0f}× faster than the reference's {REFERENCE_S:.0f} s: "
         f"{speedup:.2f}×, {'met' if speedup >= TARGET_SPEEDUP else 'MISSED'}")
