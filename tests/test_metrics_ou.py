@@ -6,16 +6,17 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from unlearn_jax import perturbations
 from unlearn_jax.data.datasets import ArrayDataset
 from unlearn_jax.data.splits import ForgetSpec, make_splits
 from unlearn_jax.evaluation.over_unlearning import (
-    EVAL_PGD,
-    forget_mask,
-    ou_at_eps,
-    ou_divergence,
-    ou_metrics,
-    ou_sets,
-    over_unlearning,
+  EVAL_PGD,
+  forget_mask,
+  ou_at_eps,
+  ou_divergence,
+  ou_metrics,
+  ou_sets,
+  over_unlearning,
 )
 from unlearn_jax.perturbations import PerturbationConfig
 
@@ -106,6 +107,20 @@ def test_sets_are_in_pixel_space_and_beta_filtered(splits, sets):
   distances = np.abs(sets["pgd"].images[:, None] - splits.forget.images[None]).max(axis=(2, 3, 4))
   assert np.all(distances.min(axis=1) <= EVAL_PGD.eps + 1e-6)
   assert np.all(distances.min(axis=1) > 0)
+
+
+def test_beta_filter_keeps_a_subset_of_the_same_draw_from_one_program(digits_model,
+                                                                       digits_original, splits):
+  key = jax.random.key(3)
+  unfiltered = perturbations.perturbed_set(digits_model, *digits_original, splits.forget, key,
+                                           PerturbationConfig(kind="pgd"))
+  programs = perturbations._perturb_fn.cache_info().currsize
+  filtered = perturbations.perturbed_set(digits_model, *digits_original, splits.forget, key,
+                                         PerturbationConfig(kind="pgd", beta_quantile=0.5))
+  assert perturbations._perturb_fn.cache_info().currsize == programs  # no new program
+  assert len(unfiltered) == len(splits.forget) and len(filtered) < len(unfiltered)
+  rows = {row.tobytes() for row in unfiltered.images}
+  assert all(row.tobytes() in rows for row in filtered.images)
 
 
 def test_ou_of_the_original_against_itself_is_large(digits_model, digits_original, sets):

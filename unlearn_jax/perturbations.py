@@ -141,7 +141,9 @@ def perturbed_set(model: Model, params, model_state, data: ArrayDataset, key: ja
     ValueError: an invalid config, or a β filter that keeps no example.
   """
   config.validate()
-  images, margins = sharding.map_batches(_perturb_fn(model, config), data, batch_size=batch_size,
+  # The β filter runs on the host: configs that differ only in it share one compiled program.
+  program = _perturb_fn(model, dataclasses.replace(config, beta=None, beta_quantile=None))
+  images, margins = sharding.map_batches(program, data, batch_size=batch_size,
                                          replicated_args=(params, model_state, key))
   margins = np.abs(margins)
   beta = config.beta
