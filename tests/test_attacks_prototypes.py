@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from unlearn_jax.data.splits import ForgetSpec, make_splits
+from unlearn_jax.evaluation import prototypes
 from unlearn_jax.evaluation.prototypes import (
   ALPHAS,
   edit_head,
@@ -119,6 +120,14 @@ def test_grid_edits_every_forgotten_class():
   assert again["shots"] == result["shots"]
   other = pra_grid(params, sets, (0, 1), seed=1, shots=(1, 3), num_draws=2)
   assert other["shots"] != result["shots"]
+
+
+def test_grid_compiles_one_program_for_every_k_and_rule():
+  params, sets = _synthetic_sets(jax.random.key(7), per_class=13)  # shapes no other test uses
+  compiled = prototypes._grid_correct._cache_size()
+  result = pra_grid(params, sets, (0, 1), seed=0, shots=(1, 2, 5), num_draws=2)
+  assert prototypes._grid_correct._cache_size() == compiled + 1  # base, both rules, every K
+  assert {s["mode"] for s in result["settings"]} == {"cosine", "l2"}
 
 
 def test_strongest_respects_kept_accuracy():

@@ -3,11 +3,10 @@ final layer from K labelled images per forgotten class, with no gradient step.
 
 For each forgotten class c the attacker averages the unlearned features of K shots, normalises
 the mean to the prototype p̂_c and blends a prototype classifier into column c of the head. The
-grid runner sweeps K, shot draws, α and both target rules as one vmapped program per (source, K,
-rule): features are computed once, every edit and accuracy is linear algebra on them.
+grid runner sweeps K, shot draws, α and both target rules with one compiled program, called once
+per (source, K): features are computed once, every edit and accuracy is linear algebra on them.
 """
 
-import functools
 from collections.abc import Mapping, Sequence
 
 import jax
@@ -44,6 +43,22 @@ def prototype(shot_features: jax.Array) -> jax.Array:
   return safe_normalize(jnp.mean(shot_features, axis=-2))
 
 
+def rule_targets(prototypes: jax.Array, l2) -> tuple[jax.Array, jax.Array]:
+  """(w*, b*) per prototype: cosine rule (p̂, 0), or L2 rule (2p̂, −‖p̂‖²) where ``l2`` (a bool,
+  possibly traced) is true."""
+  w = jnp.where(l2, 2.0, 1.0) * prototypes
+  return w, jnp.where(l2, -jnp.sum(prototypes * prototypes, axis=-1), 0.0)
+
+
+def _blend(params, target_w, target_b, classes, alpha):
+  kernel, bias = (jnp.asarray(a) for a in final_layer(params))
+  columns = alpha * target_w.T + (1.0 - alpha) * kernel[:, classes]
+  biases = alpha * target_b + (1.0 - alpha) * bias[classes]
+  head = {**params["head"], "kernel": kernel.at[:, classes].set(columns),
+          "bias": bias.at[classes].set(biases.astype(bias.dtype))}
+  return {**params, "head": head}
+
+
 def edit_head(params, prototypes: jax.Array, classes: jax.Array, alpha: jax.Array, *,
               mode: str = "cosine"):
   """W[:, c] ← α w*_c + (1 − α) W[:, c], b_c ← α b*_c + (1 − α) b_c for each c (papers.md §8.4).
@@ -68,28 +83,25 @@ def edit_head(params, prototypes: jax.Array, classes: jax.Array, alpha: jax.Arra
   """
   if mode not in MODES:
     raise ValueError(f"mode: {mode!r}; allowed: {', '.join(MODES)}.")
-  kernel, bias = (jnp.asarray(a) for a in final_layer(params))
-  if mode == "cosine":
-    target_w, target_b = prototypes, jnp.zeros(prototypes.shape[:1], bias.dtype)
-  else:
-    target_w, target_b = 2.0 * prototypes, -jnp.sum(prototypes * prototypes, axis=-1)
-  columns = alpha * target_w.T + (1.0 - alpha) * kernel[:, classes]
-  biases = alpha * target_b + (1.0 - alpha) * bias[classes]
-  head = {**params["head"], "kernel": kernel.at[:, classes].set(columns),
-          "bias": bias.at[classes].set(biases)}
-  return {**params, "head": head}
+  final_layer(params)
+  return _blend(params, *rule_targets(prototypes, mode == "l2"), classes, alpha)
 
 
-@functools.partial(jax.jit, static_argnames="mode")
-def _grid_correct(head, prototypes, classes, alphas, eval_sets, *, mode):
-  """Correct counts {set: [R, A]} over shot draws (prototypes [R, n, d]) and α [A]."""
+@jax.jit
+def _grid_correct(head, shot_means, classes, l2, alphas, eval_sets):
+  """Correct counts {set: [R, M, A]} over shot draws (the K-shot mean features [R, n, d], made
+  unit prototypes here), rules (``l2`` bools [M]) and α [A]: one compiled program for every K
+  and rule."""
 
-  def correct(protos, alpha):
-    edited = edit_head({"head": head}, protos, classes, alpha, mode=mode)
+  def correct(protos, is_l2, alpha):
+    edited = _blend({"head": head}, *rule_targets(protos, is_l2), classes, alpha)
     return {name: jnp.sum(jnp.argmax(apply_head(edited, z), axis=-1) == y)
             for name, (z, y) in eval_sets.items()}
 
-  return jax.vmap(jax.vmap(correct, in_axes=(None, 0)), in_axes=(0, None))(prototypes, alphas)
+  over_alphas = jax.vmap(correct, in_axes=(None, None, 0))
+  over_rules = jax.vmap(over_alphas, in_axes=(None, 0, None))
+  protos = prototype(shot_means[..., None, :])  # the mean of one row is that row, exactly
+  return jax.vmap(over_rules, in_axes=(0, None, None))(protos, l2, alphas)
 
 
 def _accuracy(correct, n: int):
@@ -174,29 +186,31 @@ def pra_grid(params, sets: Mapping[str, tuple[np.ndarray, np.ndarray]],
                      f"match the head's input dimension {kernel.shape[0]}.")
   head = {"kernel": kernel, "bias": bias}
   sizes = {name: len(sets[name][1]) for name in SETS}
-  eval_sets = {name: (jnp.asarray(sets[name][0]), jnp.asarray(sets[name][1])) for name in SETS}
-  classes = jnp.asarray(forget_classes, jnp.int32)
-  base_correct = _grid_correct(head, jnp.zeros((1, len(forget_classes), kernel.shape[0])),
-                               classes, jnp.zeros((1,)), eval_sets, mode="cosine")
-  base = {name: float(_accuracy(base_correct[name], sizes[name])[0, 0]) for name in SETS}
-  settings, shot_record, by_shots = [], {}, {}
+  eval_sets = {name: (np.asarray(sets[name][0]), np.asarray(sets[name][1])) for name in SETS}
+  classes = np.asarray(forget_classes, np.int32)
+  l2 = np.asarray([mode == "l2" for mode in modes])
+  # α = 0 first: the unedited head (bit for bit), so the base accuracies come from the same program.
+  grid_alphas = np.asarray((0.0, *alphas), np.float32)
+  settings, shot_record, by_shots, base = [], {}, {}, None
   for source in shot_sources:
     features, labels = sets[source]
     for k in shots:
       rng = seeding.host_rng(seed, "pra_shots", source, k)
       positions = _draw_shots(labels, forget_classes, k, num_draws, rng, source)
       shot_record[f"{source}/{k}"] = positions.tolist()
-      protos = prototype(jnp.asarray(features)[positions])
+      # The K-shot means on the host, so that every K runs the same program.
+      shot_means = np.asarray(features)[positions].mean(axis=-2)
+      correct = _grid_correct(head, shot_means, classes, l2, grid_alphas, eval_sets)
+      acc = {name: _accuracy(correct[name], sizes[name]) for name in SETS}  # [R, M, 1 + A]
+      if base is None:
+        base = {name: float(acc[name][0, 0, 0]) for name in SETS}
       group = []
-      for mode in modes:
-        correct = _grid_correct(head, protos, classes, jnp.asarray(alphas, jnp.float32),
-                                eval_sets, mode=mode)
-        acc = {name: _accuracy(correct[name], sizes[name]) for name in SETS}
-        for j, alpha in enumerate(alphas):
+      for m, mode in enumerate(modes):
+        for j, alpha in enumerate(alphas, start=1):
           row = {"source": source, "shots": k, "mode": mode, "alpha": float(alpha)}
           for name in SETS:
-            row[name] = float(np.mean(acc[name][:, j]))
-            row[f"{name}_std"] = float(np.std(acc[name][:, j]))
+            row[name] = float(np.mean(acc[name][:, m, j]))
+            row[f"{name}_std"] = float(np.std(acc[name][:, m, j]))
           row["kept_drop"] = base["test_retain"] - row["test_retain"]
           group.append(row)
       by_shots[f"{source}/{k}"] = _strongest(group, select_on, max_kept_drop)
@@ -236,4 +250,4 @@ def prototypical_relearning(model: Model, params, model_state, splits: Splits, *
 
 
 __all__ = ["ALPHAS", "MODES", "SHOTS", "edit_head", "final_layer", "pra_grid", "prototype",
-           "prototypical_relearning"]
+           "prototypical_relearning", "rule_targets"]
