@@ -61,7 +61,13 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
+from torch_reference import (  # noqa: E402  (benchmarks/, on the path when run as a script)
+  TorchSmallCNN,
+  torch_ce_loss,
+  torch_layout,
+  torch_spotter_loss,
+  torch_spotter_targets,
+)
 
 from unlearn_jax.data.datasets import ArrayDataset, load_dataset  # noqa: E402
 from unlearn_jax.methods import Original, get_method  # noqa: E402
@@ -89,82 +95,6 @@ ONE_PROGRAM = "Spotter, given, 1 program"
 TARGETS = {"CE": 1.0, "Spotter": 1.25, "Spotter, targets given": 1.25,
            ONE_PROGRAM: 1.25}  # PyTorch's / ours
 SYNC_EVERY = 10  # JAX steps between host syncs, as the runner's loop (design.md: fake devices)
-
-
-# PyTorch side.
-
-def torch_layout(params) -> dict[str, np.ndarray]:
-  """The small CNN's Flax parameters in PyTorch's layout, keyed by PyTorch's names."""
-  p = jax.tree.map(np.asarray, params)
-  out = {}
-  for name in ("conv1", "conv2"):
-    out[f"{name}.weight"] = p[name]["kernel"].transpose(3, 2, 0, 1)  # HWIO → OIHW
-    out[f"{name}.bias"] = p[name]["bias"]
-  kernel = p["dense"]["kernel"]  # [(h, w, c) flattened, d]
-  channels = p["conv2"]["kernel"].shape[-1]
-  side = int(round((kernel.shape[0] // channels) ** 0.5))
-  out["dense.weight"] = (kernel.reshape(side, side, channels, -1).transpose(3, 2, 0, 1)
-                         .reshape(kernel.shape[1], -1))  # [d, (c, h, w) flattened]
-  out["dense.bias"] = p["dense"]["bias"]
-  out["head.weight"] = p["head"]["kernel"].T
-  out["head.bias"] = p["head"]["bias"]
-  return {k: np.array(v, np.float32) for k, v in out.items()}  # writable copies
-
-
-class TorchSmallCNN(torch.nn.Module):
-  """The library's SmallCNN in PyTorch (NCHW), built from and loaded with its Flax parameters."""
-
-  def __init__(self, params, mean, std):
-    super().__init__()
-    weights = torch_layout(params)
-    c1, cin = weights["conv1.weight"].shape[:2]
-    c2 = weights["conv2.weight"].shape[0]
-    hidden, flat = weights["dense.weight"].shape
-    self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
-    self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
-    self.conv1 = torch.nn.Conv2d(cin, c1, 3, padding=1)
-    self.conv2 = torch.nn.Conv2d(c1, c2, 3, padding=1)
-    self.dense = torch.nn.Linear(flat, hidden)
-    self.head = torch.nn.Linear(hidden, weights["head.weight"].shape[0])
-    self.load_state_dict({"mean": self.mean, "std": self.std,
-                          **{k: torch.from_numpy(v) for k, v in weights.items()}})
-
-  def forward(self, x):
-    x = (x - self.mean) / self.std
-    x = F.max_pool2d(F.relu(self.conv1(x)), 2)
-    x = F.max_pool2d(F.relu(self.conv2(x)), 2)
-    features = F.relu(self.dense(x.flatten(1)))
-    return features, self.head(features)
-
-
-def torch_ce_loss(model, batch):
-  return F.cross_entropy(model(batch["x"])[1], batch["y"])
-
-
-def _masked_softmax(logits, forget_mask):
-  return F.softmax(logits.masked_fill(forget_mask, float("-inf")), dim=-1)
-
-
-def torch_spotter_targets(teacher, batch):
-  """The frozen teacher's masked softmax p̃_o on the forget and the perturbed batch."""
-  with torch.no_grad():
-    return (_masked_softmax(teacher(batch["xf"])[1], batch["forget_mask"]),
-            _masked_softmax(teacher(batch["xp"])[1], batch["forget_mask"]))
-
-
-def torch_spotter_loss(model, targets, batch, weights):
-  """0.7·KL(p̃_o ‖ p) on forget + 0.3·KL on perturbed + 1.0·dispersion on forget features;
-  ``targets`` = (p̃_o on forget, p̃_o on perturbed)."""
-  target_f, target_p = targets
-  features, logits_f = model(batch["xf"])
-  _, logits_p = model(batch["xp"])
-  kd_f = F.kl_div(F.log_softmax(logits_f, -1), target_f, reduction="batchmean")
-  kd_p = F.kl_div(F.log_softmax(logits_p, -1), target_p, reduction="batchmean")
-  z = F.normalize(features, dim=-1)
-  y = batch["yf"]
-  same = ((y[:, None] == y[None, :]) & ~torch.eye(len(y), dtype=torch.bool)).float()
-  dispersion = ((z @ z.T) * same).sum() / same.sum().clamp(min=1.0)
-  return weights["mkd"] * kd_f + weights["mkd_near"] * kd_p + weights["dispersion"] * dispersion
 
 
 def torch_runner(loss_fn, model, opt):
