@@ -47,6 +47,7 @@ import dataclasses  # noqa: E402
 import time  # noqa: E402
 
 import jax  # noqa: E402
+from timing import clocks, print_parts, since  # noqa: E402  (benchmarks/, the script's folder)
 
 from unlearn_jax import seeding  # noqa: E402
 from unlearn_jax.checkpoint import (  # noqa: E402
@@ -72,16 +73,6 @@ FORGET_CLASS = 0
 COMPILE_EVENTS = {"/jax/core/compile/jaxpr_trace_duration": "tracing",
                   "/jax/core/compile/jaxpr_to_mlir_module_duration": "lowering",
                   "/jax/core/compile/backend_compile_duration": "XLA compilation"}
-
-
-def _clocks() -> tuple[float, float]:
-  return time.perf_counter(), time.process_time()
-
-
-def _since(start: tuple[float, float], end: tuple[float, float] | None = None):
-  """(wall s, process CPU s) from ``start`` to ``end`` (default: now)."""
-  end = end or _clocks()
-  return end[0] - start[0], end[1] - start[1]
 
 
 def original_model(model, data, recipe: Recipe, seed: int, cache_dir: str):
@@ -142,40 +133,36 @@ def main(argv=None) -> None:
 
   times = {}  # part -> (wall s, CPU s)
   compile_seconds.clear()  # count only what the timed parts compile
-  start = _clocks()
+  start = clocks()
   sets = ou_sets(model, *theta_o, splits.forget, seeding.device_key(seed, "ou_sets"))
-  times["OU sets (PGD + Gaussian)"] = _since(start)
+  times["OU sets (PGD + Gaussian)"] = since(start)
 
   first_step = []
 
   def mark(step, state):
     del state
     if step == 1:
-      first_step.append(_clocks())
+      first_step.append(clocks())
     return {}
 
-  start = _clocks()
+  start = clocks()
   result = unlearn("spotter", original, splits, seed=seed, profile="fashion_mnist",
                    hooks=(Hook(1, mark),), progress=False)
-  end = _clocks()
+  end = clocks()
   steps = int(result.history[-1]["step"])
-  times["Spotter: its PGD set + compile (to step 1)"] = _since(start, first_step[0])
-  times[f"Spotter: {steps - 1} more steps"] = _since(first_step[0], end)
+  times["Spotter: its PGD set + compile (to step 1)"] = since(start, first_step[0])
+  times[f"Spotter: {steps - 1} more steps"] = since(first_step[0], end)
   theta_u = (result.params, result.model_state)
 
-  start = _clocks()
+  start = clocks()
   ou = ou_metrics(model, theta_o, theta_u, sets, splits.forget_classes)
-  times["OU@ε (PGD, Gaussian)"] = _since(start)
+  times["OU@ε (PGD, Gaussian)"] = since(start)
 
-  start = _clocks()
+  start = clocks()
   pra = prototypical_relearning(model, *theta_u, splits, seed=seed)
-  times["PRA grid"] = _since(start)
+  times["PRA grid"] = since(start)
 
-  total = sum(wall for wall, _ in times.values())
-  print(f"{'part':45s}{'wall_s':>8s}{'share':>7s}{'cpu_s':>8s}")
-  for part, (wall, cpu) in times.items():
-    print(f"{part:45s}{wall:8.2f}{100 * wall / total:6.0f}%{cpu:8.2f}")
-  print(f"{'total':45s}{total:8.2f}{'':7s}{sum(cpu for _, cpu in times.values()):8.2f}")
+  total = print_parts("part", times)
   compiling = ", ".join(f"{part} {compile_seconds[part]:.2f} s" for part in COMPILE_EVENTS.values())
   cache = f" (compilation cache {args.compilation_cache})" if args.compilation_cache else ""
   print(f"of the total, spent compiling: {compiling}{cache}")
@@ -209,11 +196,7 @@ def torch_side(original: Original, data, splits, seed: int, jax_total: float) ->
   config = get_method("spotter").config("fashion_mnist")
   times, results = protocol(original.params, data.mean, data.std, splits, FORGET_CLASS,
                             data.num_classes, seed, config)
-  total = sum(wall for wall, _ in times.values())
-  print(f"{'PyTorch part':45s}{'wall_s':>8s}{'share':>7s}{'cpu_s':>8s}")
-  for part, (wall, cpu) in times.items():
-    print(f"{part:45s}{wall:8.2f}{100 * wall / total:6.0f}%{cpu:8.2f}")
-  print(f"{'total':45s}{total:8.2f}{'':7s}{sum(cpu for _, cpu in times.values()):8.2f}")
+  total = print_parts("PyTorch part", times)
   speedup = total / jax_total
   print(f"PyTorch / ours, same machine, one run: {speedup:.2f}× (target ≥ {TARGET_SPEEDUP:.0f}×: "
         f"{'met' if speedup >= TARGET_SPEEDUP else 'MISSED'})")

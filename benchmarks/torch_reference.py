@@ -11,12 +11,12 @@ Needs the ``bench`` extra (torch 2.13 CPU); no test or CI uses it.
 """
 
 import copy
-import time
 
 import jax
 import numpy as np
 import torch
 import torch.nn.functional as F
+from timing import clocks, since
 
 from unlearn_jax.evaluation.over_unlearning import EVAL_GAUSSIAN, EVAL_PGD
 from unlearn_jax.evaluation.prototypes import ALPHAS, SHOTS
@@ -193,21 +193,22 @@ def ou_at_eps(teacher, student, x, forget_mask) -> float:
   return float(js.mean())
 
 
-def pra(student, sets, forget_class: int, generator) -> dict:
+def pra(student, sets, forget_class: int, generator) -> dict | None:
   """The PRA grid (K × draws × α × rule, shots from D_f) on the student's features of
   ``sets`` = {"forget", "test_forget", "test_retain"} → (x, y): the strongest setting's mean
-  accuracies, among those that drop Acc(D_t^r) by at most 1 point."""
+  accuracies, among those that drop Acc(D_t^r) by at most 1 point (None if none does)."""
   feats = {name: (_forward(student, x), y) for name, (x, y) in sets.items()}
   head_w, head_b = student.head.weight.detach(), student.head.bias.detach()
   base = {name: float((logits.argmax(1) == y).float().mean()) * 100
           for name, ((_, logits), y) in feats.items()}
   alphas = torch.tensor(ALPHAS)[:, None]
   settings = []
-  for k in SHOTS:
+  for k in SHOTS:  # the same draws for both rules, as the library's grid
+    draws = [torch.randperm(len(sets["forget"][1]), generator=generator)[:k]
+             for _ in range(PRA_DRAWS)]
     for mode in ("cosine", "l2"):
       acc = {name: [] for name in feats}
-      for _ in range(PRA_DRAWS):
-        shots = torch.randperm(len(sets["forget"][1]), generator=generator)[:k]
+      for shots in draws:
         proto = F.normalize(feats["forget"][0][0][shots].mean(0), dim=0)
         target_w, target_b = (proto, 0.0) if mode == "cosine" else (2 * proto, -proto @ proto)
         for name, ((z, logits), y) in feats.items():
@@ -221,15 +222,6 @@ def pra(student, sets, forget_class: int, generator) -> dict:
                    for a in range(len(ALPHAS))]
   allowed = [s for s in settings if base["test_retain"] - s["test_retain"] <= 1.0]
   return max(allowed, key=lambda s: s["forget"]) if allowed else None
-
-
-def _clocks():
-  return time.perf_counter(), time.process_time()
-
-
-def _since(start):
-  end = _clocks()
-  return end[0] - start[0], end[1] - start[1]
 
 
 def protocol(teacher_params, mean, std, splits, forget_class: int, num_classes: int, seed: int,
@@ -246,27 +238,27 @@ def protocol(teacher_params, mean, std, splits, forget_class: int, num_classes: 
   forget_mask = torch.zeros(num_classes, dtype=torch.bool)
   forget_mask[forget_class] = True
   times = {}
-  start = _clocks()
+  start = clocks()
   x, y = nchw(splits.forget.images), torch.from_numpy(splits.forget.labels.astype(np.int64))
   sets = {ou.kind: ou_set(teacher, x, y, generator, ou) for ou in (EVAL_PGD, EVAL_GAUSSIAN)}
-  times["OU sets (PGD + Gaussian)"] = _since(start)
-  start = _clocks()
+  times["OU sets (PGD + Gaussian)"] = since(start)
+  start = clocks()
   near, _ = perturbed(teacher, x, y, generator,
                       PerturbationConfig(**config.perturbation.to_dict()))
-  times["Spotter: its PGD set"] = _since(start)
-  start = _clocks()
+  times["Spotter: its PGD set"] = since(start)
+  start = clocks()
   student = spotter(teacher, x, y, near, forget_mask, generator, config)
-  times[f"Spotter: {config.epochs} epochs of steps"] = _since(start)
-  start = _clocks()
+  times[f"Spotter: {config.epochs} epochs of steps"] = since(start)
+  start = clocks()
   ou = {f"OU/{kind}": ou_at_eps(teacher, student, images, forget_mask)
         for kind, (images, _) in sets.items()}
-  times["OU@ε (PGD, Gaussian)"] = _since(start)
-  start = _clocks()
+  times["OU@ε (PGD, Gaussian)"] = since(start)
+  start = clocks()
   eval_sets = {name: (nchw(d.images), torch.from_numpy(d.labels.astype(np.int64)))
                for name, d in (("forget", splits.forget), ("test_forget", splits.test_forget),
                                ("test_retain", splits.test_retain))}
   strongest = pra(student, eval_sets, forget_class, generator)
-  times["PRA grid"] = _since(start)
+  times["PRA grid"] = since(start)
   results = {"Acc(D_f)": 100 * float((_forward(student, x)[1].argmax(1) == y).float().mean()),
              **ou, "PRA strongest Acc(D_f)": None if strongest is None else strongest["forget"]}
   return times, results
