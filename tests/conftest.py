@@ -1,10 +1,12 @@
-"""Test set-up: two CPU devices (as the CLI's default on this 2-core machine), rank promotion
-raises, and session fixtures for the real digits data and a trained original model."""
+"""Test set-up: two CPU devices (as the CLI's default on this 2-core machine), deterministic GPU
+kernels (as the CLI's default), rank promotion raises, and session fixtures for the real digits
+data and a trained original model."""
 
 import os
 
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
-                           + " --xla_force_host_platform_device_count=2").strip()
+                           + " --xla_force_host_platform_device_count=2"
+                           + " --xla_gpu_deterministic_ops=true").strip()
 
 import jax  # noqa: E402
 import pytest  # noqa: E402

@@ -1,6 +1,7 @@
 """Experiments: configs, the runner end to end on digits, determinism, resume, bad configs, CLI."""
 
 import json
+import os
 import pathlib
 import subprocess
 import sys
@@ -182,6 +183,19 @@ def test_cli_reports_config_errors_cleanly(capsys):
   with pytest.raises(SystemExit) as exit_info:
     cli.main(["--help"])
   assert exit_info.value.code == 0
+
+
+@pytest.mark.parametrize("user, expected", [
+    ("", {"--xla_force_host_platform_device_count=3", "--xla_gpu_deterministic_ops=true"}),
+    ("--xla_gpu_deterministic_ops=false --xla_force_host_platform_device_count=1",
+     {"--xla_force_host_platform_device_count=1", "--xla_gpu_deterministic_ops=false"}),
+])
+def test_cli_xla_flags_default_to_all_cores_and_deterministic_gpu_kernels(monkeypatch, user,
+                                                                           expected):
+  monkeypatch.setenv("XLA_FLAGS", user)
+  monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2}, raising=False)
+  cli._default_xla_flags()
+  assert set(os.environ["XLA_FLAGS"].split()) == expected
 
 
 @pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.stem)

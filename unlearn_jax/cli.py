@@ -8,7 +8,9 @@
 
 CONFIG is a path to a ``get_config(arg=None)`` file (``path.py:arg`` passes ``arg``) or a name
 under ``experiments/``. By default JAX sees one CPU device per core, so the batch is split over
-all cores; set XLA_FLAGS yourself (e.g. ``--xla_force_host_platform_device_count=1``) to change it.
+all cores, and GPU kernels are deterministic (reruns are bit-identical); set XLA_FLAGS yourself
+(e.g. ``--xla_force_host_platform_device_count=1``, ``--xla_gpu_deterministic_ops=false``) to
+change either.
 
 Multi-process (docs/multihost.md): start the same command once per host with ``--distributed``
 (JAX detects Cloud TPU, SLURM, Open MPI) or with ``--coordinator HOST:PORT --num-processes N
@@ -21,12 +23,17 @@ import os
 import sys
 
 
-def _default_cpu_devices() -> None:
-  """Before JAX starts: one CPU device per core (design.md: the fast CPU default)."""
+def _default_xla_flags() -> None:
+  """Before JAX starts: one CPU device per core (design.md: the fast CPU default), and
+  deterministic GPU kernels, without which reruns and resumed runs differ in the last bits on a
+  GPU (measured on an H200: docs/performance.md). A flag already in XLA_FLAGS is kept."""
   flags = os.environ.get("XLA_FLAGS", "")
   if "xla_force_host_platform_device_count" not in flags:
     count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={count}".strip()
+    flags = f"{flags} --xla_force_host_platform_device_count={count}"
+  if "xla_gpu_deterministic_ops" not in flags:
+    flags = f"{flags} --xla_gpu_deterministic_ops=true"
+  os.environ["XLA_FLAGS"] = flags.strip()
 
 
 def _distributed_flags(p: argparse.ArgumentParser) -> None:
@@ -72,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     args.overrides = list(args.overrides) + unknown
   elif unknown:
     _parser().error(f"unrecognized arguments: {' '.join(unknown)}")
-  _default_cpu_devices()
+  _default_xla_flags()
   from unlearn_jax import checkpoint, distributed, report, runner
   from unlearn_jax import config as config_lib
 
