@@ -7,6 +7,7 @@ import os
 import sys
 
 os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+os.environ["JAX_PLATFORMS"] = "cpu"  # the fake CPU devices, also on a GPU machine
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402

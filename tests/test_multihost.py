@@ -33,7 +33,9 @@ def _free_port() -> int:
 
 def _env(devices: int) -> dict:
   env = {k: v for k, v in os.environ.items() if k not in distributed.ENV_VARS}
-  return env | {"XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+  # CPU devices with gloo collectives, also on a GPU machine (two processes cannot share a GPU).
+  return env | {"XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
+                "JAX_PLATFORMS": "cpu"}
 
 
 def _run_all(jobs: list[tuple[list[str], dict]], timeout_s: float) -> list[tuple[int, str, str]]:
