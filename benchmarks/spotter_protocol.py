@@ -47,7 +47,7 @@ import dataclasses  # noqa: E402
 import time  # noqa: E402
 
 import jax  # noqa: E402
-from timing import clocks, print_parts, since  # noqa: E402  (benchmarks/, the script's folder)
+from timing import clocks, load_average, print_parts, since  # noqa: E402  (benchmarks/, the script's folder)
 
 from unlearn_jax import seeding  # noqa: E402
 from unlearn_jax.checkpoint import (  # noqa: E402
@@ -119,7 +119,7 @@ def main(argv=None) -> None:
       compile_seconds[COMPILE_EVENTS[event]] += seconds
 
   jax.monitoring.register_event_duration_secs_listener(on_duration)
-  print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}; jax {jax.__version__}, "
+  print(f"load average {load_average()}; jax {jax.__version__}, "
         f"{jax.device_count()} {jax.default_backend()} devices, {os.cpu_count()} CPUs",
         flush=True)
   seed = args.seed
@@ -169,7 +169,7 @@ def main(argv=None) -> None:
   speedup = REFERENCE_S / total
   print(f"target: ≥ {TARGET_SPEEDUP:.0f}× faster than the reference's {REFERENCE_S:.0f} s: "
         f"{speedup:.2f}×, {'met' if speedup >= TARGET_SPEEDUP else 'MISSED'}")
-  print(f"load average at end {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
+  print(f"load average at end {load_average()}", flush=True)
 
   strongest = pra["strongest"]
   print(f"results (untimed): Acc(D_f) θ_o {accuracy(model, *theta_o, splits.forget):.1f}% → θ_u "
@@ -192,7 +192,7 @@ def torch_side(original: Original, data, splits, seed: int, jax_total: float) ->
   torch.set_num_threads(os.cpu_count())
   print(f"PyTorch {torch.__version__}, {torch.get_num_threads()} threads, the same protocol "
         f"(teacher forward in every step, as the reference code); load average "
-        f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
+        f"{load_average()}", flush=True)
   config = get_method("spotter").config("fashion_mnist")
   times, results = protocol(original.params, data.mean, data.std, splits, FORGET_CLASS,
                             data.num_classes, seed, config)
@@ -203,7 +203,7 @@ def torch_side(original: Original, data, splits, seed: int, jax_total: float) ->
   print("PyTorch results (untimed, its own draws): "
         + ", ".join(f"{k} {v:.4f}" if k.startswith("OU") else f"{k} {v:.1f}%"
                     for k, v in results.items() if v is not None))
-  print(f"load average at end {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+  print(f"load average at end {load_average()}")
 
 
 if __name__ == "__main__":

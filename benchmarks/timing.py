@@ -1,5 +1,6 @@
-"""Wall and CPU clocks for the benchmarks' part-by-part timings."""
+"""Wall and CPU clocks for the benchmarks' part-by-part timings, and the load average."""
 
+import os
 import time
 
 
@@ -24,3 +25,8 @@ def print_parts(title: str, times: dict[str, tuple[float, float]]) -> float:
   print(f"{'total':45s}{total:8.2f}{'':7s}{sum(cpu for _, cpu in times.values()):8.2f}",
         flush=True)
   return total
+
+
+def load_average() -> str:
+  """The 1-, 5- and 15-minute load averages: wall times grow with them."""
+  return " ".join(f"{x:.2f}" for x in os.getloadavg())

@@ -83,7 +83,6 @@ def edit_head(params, prototypes: jax.Array, classes: jax.Array, alpha: jax.Arra
   """
   if mode not in MODES:
     raise ValueError(f"mode: {mode!r}; allowed: {', '.join(MODES)}.")
-  final_layer(params)
   return _blend(params, *rule_targets(prototypes, mode == "l2"), classes, alpha)
 
 
