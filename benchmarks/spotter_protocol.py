@@ -47,7 +47,7 @@ import dataclasses  # noqa: E402
 import time  # noqa: E402
 
 import jax  # noqa: E402
-from timing import clocks, load_average, print_parts, since  # noqa: E402  (benchmarks/, the script's folder)
+from timing import clocks, load_average, print_parts, since  # noqa: E402  (benchmarks/)
 
 from unlearn_jax import seeding  # noqa: E402
 from unlearn_jax.checkpoint import (  # noqa: E402
