@@ -24,6 +24,7 @@ import optax
 
 from unlearn_jax import seeding
 from unlearn_jax.data.datasets import ArrayDataset
+from unlearn_jax.evaluation import registry
 from unlearn_jax.evaluation.image_metrics import psnr, ssim
 from unlearn_jax.models import Model
 from unlearn_jax.objectives.losses import cross_entropy
@@ -293,6 +294,65 @@ def inversion_bounds(model: Model, models: Mapping[str, tuple], data: ArrayDatas
           for name, (params, state) in models.items()}
 
 
-__all__ = ["InversionConfig", "gradient_cosine", "gradient_inversion", "inversion_bounds",
-           "inversion_loss", "invert", "parameter_difference", "parameter_gradient", "ssim_sigma",
+@dataclasses.dataclass(frozen=True)
+class InversionSettings(registry.Settings):
+  """Gradient inversion of the first ``num_images`` forget images, on the ``models`` named, with
+  the search of :class:`InversionConfig`."""
+
+  models: tuple[str, ...] = ("original", "retrain", "ga", "spotter", "opc")
+  num_images: int = 4
+  iterations: int = 300
+  restarts: int = 1
+  learning_rate: float = 0.1
+
+
+def _evaluate(model: Model, params, model_state, context, settings: InversionSettings, *,
+              seed: int) -> tuple[dict, dict]:
+  """"inversion/psnr": mean PSNR (dB) of the reconstructions; details "inversion" (images)."""
+  forget = context.splits.forget
+  targets = forget.subset(np.arange(min(settings.num_images, len(forget))))
+  inv = gradient_inversion(model, params, model_state, targets, seed=seed,
+                           config=InversionConfig(iterations=settings.iterations,
+                                                  restarts=settings.restarts,
+                                                  learning_rate=settings.learning_rate))
+  return ({"inversion/psnr": float(inv["psnr_mean"])},
+          {"inversion": {"reconstructions": np.asarray(inv["reconstructions"]).tolist(),
+                         "truth": targets.images.tolist(), "psnr": float(inv["psnr_mean"]),
+                         "ssim": float(inv["ssim_mean"])}})
+
+
+def plot_inversion(models: dict, path, plt) -> None:
+  """A grid of the true forget images and every inverted model's reconstructions."""
+  runs = {n: m["details"]["inversion"] for n, m in models.items()
+          if "inversion" in m.get("details", {})}
+  if not runs:
+    return
+  truth = np.asarray(next(iter(runs.values()))["truth"])
+  rows = [("true", truth)] + [(f"{n} ({r['psnr']:.1f} dB)", np.asarray(r["reconstructions"]))
+                              for n, r in runs.items()]
+  cols = len(truth)
+  fig, axes = plt.subplots(len(rows), cols, figsize=(1.3 * cols + 1.5, 1.3 * len(rows)),
+                           squeeze=False)
+  for r, (label, images) in enumerate(rows):
+    for c in range(cols):
+      ax = axes[r][c]
+      image = np.clip(images[c], 0, 1)
+      ax.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray", vmin=0, vmax=1)
+      ax.set_xticks([])
+      ax.set_yticks([])
+    axes[r][0].set_ylabel(label, fontsize=7, rotation=0, ha="right", va="center")
+  fig.suptitle("Gradient inversion of forget images")
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+METRIC = registry.register(registry.Metric(
+    "inversion", _evaluate, InversionSettings, columns=(("Inv. PSNR", "inversion/psnr", ".1f"),),
+    plot=("inversion.png", plot_inversion)))
+
+
+__all__ = ["InversionConfig", "InversionSettings", "METRIC", "gradient_cosine",
+           "gradient_inversion", "inversion_bounds", "inversion_loss", "invert",
+           "parameter_difference", "parameter_gradient", "plot_inversion", "ssim_sigma",
            "total_variation"]

@@ -22,6 +22,7 @@ from sklearn.svm import SVC
 
 from unlearn_jax import seeding
 from unlearn_jax.data.splits import Splits
+from unlearn_jax.evaluation import registry
 from unlearn_jax.evaluation.outputs import model_outputs
 from unlearn_jax.models import Model
 
@@ -244,5 +245,15 @@ def gap_to_retrain(metrics: dict[str, float], retrain_metrics: dict[str, float])
   return float(np.mean([abs(float(metrics[k]) - float(retrain_metrics[k])) for k in GAP_KEYS]))
 
 
-__all__ = ["GAP_KEYS", "SVC_FEATURES", "gap_to_retrain", "loss_attack", "mia_efficacy",
+def _evaluate(model: Model, params, model_state, context, settings: registry.Settings, *,
+              seed: int) -> tuple[dict, dict]:
+  """:func:`mia_metrics` on the context's splits (the suite adds the Avg. Gap from them)."""
+  return mia_metrics(model, params, model_state, context.splits, seed=seed), {}
+
+
+METRIC = registry.register(registry.Metric(
+    "mia", _evaluate, columns=(("MIA", "MIA", ".1f"), ("Gap", "gap", ".2f")), switch=True))
+
+
+__all__ = ["GAP_KEYS", "METRIC", "SVC_FEATURES", "gap_to_retrain", "loss_attack", "mia_efficacy",
            "mia_features", "mia_metrics", "svc_efficacy"]

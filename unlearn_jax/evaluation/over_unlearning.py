@@ -16,11 +16,15 @@ half of the set nearest θ_o's decision boundary; the paper's β value is not kn
 normalised units, ascent on the runner-up's CE, clipping of normalised tensors, no β filter.
 """
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from unlearn_jax import seeding
 from unlearn_jax.data.datasets import ArrayDataset
+from unlearn_jax.evaluation import registry
 from unlearn_jax.evaluation.outputs import model_outputs
 from unlearn_jax.models import Model
 from unlearn_jax.objectives.losses import js_divergence, masked_softmax
@@ -178,5 +182,33 @@ def ou_metrics(model: Model, original: tuple, unlearned: tuple, sets: dict[str, 
                                   batch_size=batch_size) for name, data in sets.items()}
 
 
-__all__ = ["EVAL_GAUSSIAN", "EVAL_PGD", "REFERENCE_GAUSSIAN", "REFERENCE_PGD", "forget_mask",
-           "ou_at_eps", "ou_divergence", "ou_metrics", "ou_sets", "over_unlearning"]
+@dataclasses.dataclass(frozen=True)
+class OUSettings(registry.Settings):
+  """OU@ε's perturbed sets: ours, or the Spotter notebook's (``reference_compat``)."""
+
+  reference_compat: bool = False
+
+
+def _prepare(model: Model, original: tuple, splits, retrains, settings: OUSettings, *,
+             seed: int) -> dict[str, ArrayDataset]:
+  """The perturbed sets Ã of D_f from θ_o, drawn once per experiment from ``seed``."""
+  return ou_sets(model, *original, splits.forget, seeding.device_key(seed, "ou_sets"),
+                 reference_compat=settings.reference_compat)
+
+
+def _evaluate(model: Model, params, model_state, context, settings: OUSettings, *,
+              seed: int) -> tuple[dict, dict]:
+  """:func:`ou_metrics` of θ_u against θ_o on the prepared sets."""
+  return ou_metrics(model, context.original, (params, model_state), context.shared["ou"],
+                    context.splits.forget_classes), {}
+
+
+METRIC = registry.register(registry.Metric(
+    "ou", _evaluate, OUSettings,
+    columns=(("OU PGD", "OU/pgd", ".4f"), ("OU Gauss", "OU/gaussian", ".4f")),
+    needs=("classes", "original"), prepare=_prepare))
+
+
+__all__ = ["EVAL_GAUSSIAN", "EVAL_PGD", "METRIC", "OUSettings", "REFERENCE_GAUSSIAN",
+           "REFERENCE_PGD", "forget_mask", "ou_at_eps", "ou_divergence", "ou_metrics", "ou_sets",
+           "over_unlearning"]

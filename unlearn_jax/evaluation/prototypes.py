@@ -7,6 +7,7 @@ grid runner sweeps K, shot draws, α and both target rules with one compiled pro
 per (source, K): features are computed once, every edit and accuracy is linear algebra on them.
 """
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 
 import jax
@@ -15,6 +16,7 @@ import numpy as np
 
 from unlearn_jax import seeding
 from unlearn_jax.data.splits import Splits
+from unlearn_jax.evaluation import registry
 from unlearn_jax.evaluation.outputs import model_outputs
 from unlearn_jax.models import Model, apply_head, final_layer
 from unlearn_jax.objectives.losses import safe_normalize
@@ -248,5 +250,63 @@ def prototypical_relearning(model: Model, params, model_state, splits: Splits, *
   return pra_grid(params, sets, splits.forget_classes, seed=seed, **grid_options)
 
 
-__all__ = ["ALPHAS", "MODES", "SHOTS", "edit_head", "final_layer", "pra_grid", "prototype",
-           "prototypical_relearning", "rule_targets"]
+@dataclasses.dataclass(frozen=True)
+class PRASettings(registry.Settings):
+  """The PRA grid's ``shots`` K and ``num_draws`` per K; the report's α curve at ``curve_shots``."""
+
+  shots: tuple[int, ...] = SHOTS
+  num_draws: int = 5
+  curve_shots: int = 5
+
+
+def pra_curve(settings: list[dict], shots: int) -> dict[str, list[list[float]]]:
+  """Mean D_f accuracy of the PRA edit vs α, per rule, at ``shots`` shots from D_f:
+  rule → sorted [α, Acc(D_f)] pairs."""
+  curve: dict[str, list] = {}
+  for s in settings:
+    if s["source"] == "forget" and s["shots"] == shots:
+      curve.setdefault(s["mode"], []).append((s["alpha"], s["forget"]))
+  return {mode: [list(p) for p in sorted(points)] for mode, points in curve.items()}
+
+
+def _evaluate(model: Model, params, model_state, context, settings: PRASettings, *,
+              seed: int) -> tuple[dict, dict]:
+  """"PRA/forget": Acc(D_f) after the strongest edit (None if none qualifies); details "pra"."""
+  pra = prototypical_relearning(model, params, model_state, context.splits, seed=seed,
+                                shots=tuple(settings.shots), num_draws=settings.num_draws)
+  strongest = pra["strongest"]
+  return ({"PRA/forget": strongest["forget"] if strongest else None},
+          {"pra": {"strongest": strongest, "base": pra["base"],
+                   "curve": pra_curve(pra["settings"], settings.curve_shots)}})
+
+
+def plot_pra(models: dict, path, plt) -> None:
+  """Forget accuracy vs α of every model's PRA curve, one panel per rule (``details["pra"]``)."""
+  curves = {n: m["details"]["pra"]["curve"] for n, m in models.items()
+            if "pra" in m.get("details", {})}
+  if not curves:
+    return
+  fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), sharey=True)
+  for ax, mode in zip(axes, MODES, strict=True):
+    ax.set_prop_cycle(color=plt.cm.tab20.colors)
+    for name, curve in curves.items():
+      if mode in curve:
+        alpha, acc = np.asarray(curve[mode]).T
+        ax.plot(alpha, acc, marker=".", label=name)
+    ax.set_xlabel("α")
+    ax.set_title(f"PRA ({mode} rule), 5 shots")
+  axes[0].set_ylabel("forget accuracy after the edit (%)")
+  axes[1].legend(fontsize=6, ncol=2)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+METRIC = registry.register(registry.Metric(
+    "pra", _evaluate, PRASettings, columns=(("PRA forget", "PRA/forget", ".1f"),),
+    needs=("classes",), plot=("pra_alpha.png", plot_pra)))
+
+
+__all__ = ["ALPHAS", "METRIC", "MODES", "PRASettings", "SHOTS", "edit_head", "final_layer",
+           "plot_pra", "pra_curve", "pra_grid", "prototype", "prototypical_relearning",
+           "rule_targets"]

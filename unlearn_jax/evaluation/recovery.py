@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from unlearn_jax.data.splits import Splits
+from unlearn_jax.evaluation import registry
 from unlearn_jax.evaluation.outputs import accuracy_from_logits, model_outputs
 from unlearn_jax.models import Model, apply_head, final_layer
 
@@ -182,5 +183,42 @@ def recovery_attack(model: Model, params, model_state, splits: Splits, *, origin
           "calibration_size": int(len(splits.calibration))}
 
 
-__all__ = ["ATTACKS", "fit_recovery", "recovered_logits", "recovery_attack", "ridge_fit",
-           "ridge_predict"]
+def _evaluate(model: Model, params, model_state, context, settings: registry.Settings, *,
+              seed: int) -> tuple[dict, dict]:
+  """FM, HR and HeadSwap accuracy on D_f against the context's θ_o; details "recovery"."""
+  rec = recovery_attack(model, params, model_state, context.splits, original=context.original)
+  return ({"FM/forget": rec["fm"]["forget"], "HR/forget": rec["hr"]["forget"],
+           "HeadSwap/forget": rec["head_swap"]["forget"]}, {"recovery": rec})
+
+
+def plot_recovery(models: dict, path, plt) -> None:
+  """Bars of Acc(D_f) unlearned, after FM and after HR, per model that has FM."""
+  rows = {n: m["metrics"] for n, m in models.items() if m["metrics"].get("FM/forget") is not None}
+  if not rows:
+    return
+
+  def value(m, k):
+    v = m.get(k)
+    return v["mean"] if isinstance(v, dict) else (v or 0.0)
+
+  x = np.arange(len(rows))
+  fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(rows)), 3.6))
+  for offset, key, label in ((-0.27, "acc/forget", "unlearned"), (0.0, "FM/forget", "FM"),
+                             (0.27, "HR/forget", "HR")):
+    ax.bar(x + offset, [value(m, key) for m in rows.values()], 0.27, label=label)
+  ax.set_xticks(x, list(rows), rotation=45, ha="right")
+  ax.set_ylabel("forget accuracy on D_f (%)")
+  ax.set_title("Training-free recovery")
+  ax.legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+METRIC = registry.register(registry.Metric(
+    "recovery", _evaluate, columns=(("FM", "FM/forget", ".1f"), ("HR", "HR/forget", ".1f")),
+    needs=("classes", "original"), plot=("recovery.png", plot_recovery)))
+
+
+__all__ = ["ATTACKS", "METRIC", "fit_recovery", "plot_recovery", "recovered_logits",
+           "recovery_attack", "ridge_fit", "ridge_predict"]

@@ -7,6 +7,7 @@ models (θ_u and θ_r) are directly comparable. The whole run (every step and th
 after it) is one jitted ``lax.scan``.
 """
 
+import dataclasses
 import functools
 
 import jax
@@ -17,6 +18,7 @@ from unlearn_jax import seeding
 from unlearn_jax.data.batching import pad_to_multiple
 from unlearn_jax.data.datasets import ArrayDataset
 from unlearn_jax.data.splits import Splits
+from unlearn_jax.evaluation import registry
 from unlearn_jax.models import Model
 from unlearn_jax.objectives.classifier import WEIGHTS, classifier_objective
 from unlearn_jax.optim import make_optimizer
@@ -160,4 +162,25 @@ def relearn_time(model: Model, params, model_state, splits: Splits, *, seed: int
           "max_steps": int(max_steps), "learning_rate": float(learning_rate), "seed": int(seed)}
 
 
-__all__ = ["relearn_curve", "relearn_time"]
+@dataclasses.dataclass(frozen=True)
+class RelearnSettings(registry.Settings):
+  """:func:`relearn_time`'s K ``shots``, accuracy ``threshold`` (%) and step budget."""
+
+  shots: int = 5
+  threshold: float = 90.0
+  max_steps: int = 100
+
+
+def _evaluate(model: Model, params, model_state, context, settings: RelearnSettings, *,
+              seed: int) -> tuple[dict, dict]:
+  """"relearn/steps": steps of few-shot fine-tuning until the forget accuracy is back."""
+  rel = relearn_time(model, params, model_state, context.splits, seed=seed, shots=settings.shots,
+                     threshold=settings.threshold, max_steps=settings.max_steps)
+  return {"relearn/steps": float(rel["steps"])}, {}
+
+
+METRIC = registry.register(registry.Metric("relearn", _evaluate, RelearnSettings,
+                                           needs=("classes",)))
+
+
+__all__ = ["METRIC", "RelearnSettings", "relearn_curve", "relearn_time"]

@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from unlearn_jax.data.splits import Splits
+from unlearn_jax.evaluation import registry
 from unlearn_jax.evaluation.outputs import model_outputs
 from unlearn_jax.models import Model
 from unlearn_jax.objectives.losses import NORM_EPS, safe_normalize
@@ -388,7 +389,35 @@ def feature_sets(model: Model, params, model_state, splits: Splits, *,
   return features, labels
 
 
-__all__ = ["ALIGNMENTS", "Alignment", "SETS", "align", "class_mean_angle", "concentration",
-           "cosine_distance", "effective_rank", "feature_sets", "fit_procrustes", "fit_ridge",
-           "linear_cka", "noise_floor", "principal_directions", "relative_residual",
+def _prepare(model: Model, original: tuple, splits: Splits, retrains: Sequence[tuple],
+             settings: registry.Settings, *, seed: int) -> list[dict[str, np.ndarray]]:
+  """The :func:`feature_sets` of every Retrain model."""
+  return [feature_sets(model, *r, splits)[0] for r in retrains]
+
+
+def _evaluate(model: Model, params, model_state, context, settings: registry.Settings, *,
+              seed: int) -> tuple[dict, dict]:
+  """CKA and RC (Procrustes) of θ_u's features against the first Retrain's, on D_f and D_r, and
+  their asymmetry; details "representation" (every score of :func:`retrain_consistency`)."""
+  features, _ = feature_sets(model, params, model_state, context.splits)
+  consistency = retrain_consistency(features, context.shared["representation"][0],
+                                    labels=context.labels)
+  return ({"CKA/retrain/forget": consistency["forget/cka"],
+           "CKA/retrain/retain": consistency["retain/cka"],
+           "RC/forget": consistency["forget/rc/procrustes"],
+           "RC/retain": consistency["retain/rc/procrustes"],
+           "asymmetry": consistency.get("asym/rc/procrustes")},
+          {"representation": consistency})
+
+
+METRIC = registry.register(registry.Metric(
+    "representation", _evaluate,
+    columns=(("CKA→Retrain D_f", "CKA/retrain/forget", ".3f"),
+             ("CKA→Retrain D_r", "CKA/retrain/retain", ".3f")),
+    needs=("retrain",), switch=True, prepare=_prepare))
+
+
+__all__ = ["ALIGNMENTS", "Alignment", "METRIC", "SETS", "align", "class_mean_angle",
+           "concentration", "cosine_distance", "effective_rank", "feature_sets", "fit_procrustes",
+           "fit_ridge", "linear_cka", "noise_floor", "principal_directions", "relative_residual",
            "retrain_consistency", "subspace_overlap"]
