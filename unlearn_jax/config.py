@@ -12,6 +12,8 @@ import pathlib
 
 import ml_collections
 
+from unlearn_jax.evaluation import registry
+
 EXPERIMENTS_DIR = pathlib.Path(__file__).resolve().parent.parent / "experiments"
 
 
@@ -119,19 +121,9 @@ def experiment_defaults() -> ml_collections.ConfigDict:
                "ssd", "cf_k", "eu_k", "spotter", "opc")
   # Per-method overrides of the profile's hyper-parameters: --config.hparams.spotter.epochs=5.
   c.hparams = ml_collections.ConfigDict({name: {} for name in c.methods})
-  ev = ml_collections.ConfigDict()
-  ev.mia = True
-  ev.ou = ml_collections.ConfigDict({"enabled": True, "reference_compat": False})
-  ev.pra = ml_collections.ConfigDict({"enabled": True, "shots": (1, 5, 10), "num_draws": 5,
-                                      "curve_shots": 5})
-  ev.recovery = ml_collections.ConfigDict({"enabled": True})
-  ev.representation = True  # CKA and residuals against Retrain (needs Retrain)
-  ev.relearn = ml_collections.ConfigDict({"enabled": True, "shots": 5, "threshold": 90.0,
-                                          "max_steps": 100})
-  ev.inversion = ml_collections.ConfigDict({
-      "enabled": True, "models": ("original", "retrain", "ga", "spotter", "opc"),
-      "num_images": 4, "iterations": 300, "restarts": 1, "learning_rate": 0.1})
-  c.evaluation = ev
+  # One entry per registered metric (evaluation/registry.py): a bool or its settings' defaults,
+  # e.g. evaluation.pra.shots; mia and representation (needs Retrain) are bools.
+  c.evaluation = ml_collections.ConfigDict(registry.defaults())
   return c
 
 

@@ -21,10 +21,10 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from unlearn_jax import checkpoint as ckpt_lib
-from unlearn_jax import distributed, seeding
+from unlearn_jax import distributed, report, seeding
 from unlearn_jax.data.datasets import DATASET_NAMES, load_dataset
 from unlearn_jax.data.splits import ForgetSpec, make_splits
-from unlearn_jax.evaluation import suite
+from unlearn_jax.evaluation import registry, suite
 from unlearn_jax.methods import METHODS, Original, get_method
 from unlearn_jax.models import MODEL_NAMES, make_model
 from unlearn_jax.optim import Recipe
@@ -53,16 +53,28 @@ def validate(config: ml_collections.ConfigDict) -> None:
       get_method(name).config(config.profile, **overrides.to_dict())
     except TypeError as e:
       raise ValueError(f"config.hparams.{name}: {e}") from e
-  needs_retrain = [k for k, on in (("retrain", "retrain" in config.methods),
-                                   ("evaluation.representation", config.evaluation.representation))
-                   if on]
+  settings = evaluation_settings(config)
+  needs_retrain = ["retrain"] if "retrain" in config.methods else []
+  needs_retrain += [f"config.evaluation.{m.name}" for m in registry.metrics()
+                    if settings[m.name].enabled and "retrain" in m.needs]
   if not config.retrain_seeds and needs_retrain:
     raise ValueError(f"config.retrain_seeds is empty (Retrain disabled) but {needs_retrain} need "
                      "Retrain; set retrain_seeds or turn them off.")
-  if config.evaluation.inversion.enabled:
-    unknown = set(config.evaluation.inversion.models) - set(config.methods) - {"original"}
-    if unknown:
-      raise ValueError(f"config.evaluation.inversion.models: {sorted(unknown)} are not run.")
+  for name, s in settings.items():
+    unknown = set(getattr(s, "models", ())) - set(config.methods) - {"original"}
+    if s.enabled and unknown:
+      raise ValueError(f"config.evaluation.{name}.models: {sorted(unknown)} are not run; add "
+                       f"them to config.methods or set config.evaluation.{name}.models=(...) to "
+                       "models that run.")
+
+
+def evaluation_settings(config: ml_collections.ConfigDict) -> dict[str, registry.Settings]:
+  """``config.evaluation`` as each registered metric's plain settings (the one conversion).
+
+  Raises:
+    ValueError: an unknown metric or setting, or a wrong type, naming the key.
+  """
+  return registry.resolve(config.evaluation.to_dict())
 
 
 def hardware() -> dict:
@@ -225,7 +237,7 @@ def _aggregate(config, trials: list[dict]) -> dict:
         metrics[key] = {"mean": float(np.mean(values)), "std": float(np.std(values)),
                         "values": values}
     models[name] = {"metrics": metrics, "details": first["details"], "info": first["info"]}
-  return {**{k: trials[0][k] for k in ("hardware", "versions", "splits")},
+  return {**{k: trials[0][k] for k in ("hardware", "versions", "splits", "columns")},
           "config": config.to_dict(), "seed": list(config.trials),
           "forget_classes": [t["forget_classes"] for t in trials], "models": models,
           "noise_floor": trials[0]["noise_floor"],
@@ -234,8 +246,6 @@ def _aggregate(config, trials: list[dict]) -> dict:
 
 def _write(results: dict, out: pathlib.Path) -> None:
   """``out/results.json``, the table and the plots, from process 0 only."""
-  from unlearn_jax import report
-
   if distributed.is_writer():
     (out / RESULTS).write_text(json.dumps(results, indent=1))
     report.write_report(results, out)
@@ -261,25 +271,23 @@ def run_experiment(config: ml_collections.ConfigDict) -> dict:
   exp = Experiment(config)
   out = pathlib.Path(config.output_dir).absolute()
   (out / "methods").mkdir(parents=True, exist_ok=True)
-  ev, seed, splits = config.evaluation, config.seed, exp.splits
+  ev, seed, splits = evaluation_settings(config), config.seed, exp.splits
   start = time.perf_counter()
   original, original_seconds = exp.original()
   retrains, retrain_seconds = exp.retrains()
   models = {"original": ((original.params, original.model_state), original_seconds, {})}
   context = suite.prepare_context(exp.model, (original.params, original.model_state), splits,
-                                  retrains if ev.representation else [], config=ev, seed=seed)
-  if retrains:
-    context = suite.Context(**{**context.__dict__, "retrain_metrics": suite.output_metrics(
-        exp.model, *retrains[0], splits, seed=seed)})
+                                  retrains, settings=ev, seed=seed)
 
   results = {"config": config.to_dict(), "seed": seed, "hardware": hardware(),
              "versions": versions(),
              "splits": {s: len(getattr(splits, s)) for s in (*suite.SETS, "calibration")},
-             "forget_classes": list(splits.forget_classes), "models": {}}
+             "forget_classes": list(splits.forget_classes), "columns": report.columns(),
+             "models": {}}
 
   def evaluate(name, params_state, seconds, info):
-    row = suite.evaluate_model(exp.model, *params_state, context, config=ev, seed=seed,
-                               invert=ev.inversion.enabled and name in ev.inversion.models)
+    row = suite.evaluate_model(exp.model, *params_state, context, settings=ev, seed=seed,
+                               name=name)
     row["metrics"]["seconds"] = seconds
     return row | {"info": info}
 

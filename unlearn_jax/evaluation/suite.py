@@ -1,132 +1,124 @@
 """Every metric and attack on one model, as the experiments' tables report them.
 
-:func:`prepare_context` computes once what all models share (OU@ε perturbed sets from θ_o,
-original and Retrain features, Retrain's output metrics); :func:`evaluate_model` then returns a
-flat dict of table metrics plus ``details`` for plots and the JSON. Class-only metrics (OU@ε, PRA,
-FM/HR, D_t^f) are ``None`` when the forget set is not whole classes.
+:func:`prepare_context` computes once what all models share (original and Retrain models, the
+original's features, Retrain's output metrics, and each registered metric's ``prepare``);
+:func:`evaluate_model` then returns a flat dict of table metrics plus ``details`` for plots and the
+JSON: the outputs (accuracies, :data:`COLUMNS`), every enabled metric of the
+:mod:`~unlearn_jax.evaluation.registry` whose needs are met, the Avg. Gap and the feature summary.
+Settings are plain :class:`~unlearn_jax.evaluation.registry.Settings` by metric name (missing
+names take their defaults). Class-only metrics (OU@ε, PRA, FM/HR, D_t^f) are ``None`` or absent
+when the forget set is not whole classes.
 """
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from unlearn_jax import seeding
-from unlearn_jax.data.datasets import ArrayDataset
 from unlearn_jax.data.splits import Splits
-from unlearn_jax.evaluation import mia, over_unlearning, prototypes, recovery, relearning
+from unlearn_jax.evaluation import mia, registry
 from unlearn_jax.evaluation import representation as rep
-from unlearn_jax.evaluation.inversion import InversionConfig, gradient_inversion
 from unlearn_jax.evaluation.outputs import accuracy_from_logits, model_outputs
 from unlearn_jax.models import Model
 
 SETS = ("forget", "retain", "test_forget", "test_retain")
+# (header, metric key, format) of the outputs every model reports, before the registry's columns.
+COLUMNS = (("UA", "UA", ".1f"), ("RA", "RA", ".1f"), ("TA", "TA", ".1f"),
+           ("D_t^f acc", "acc/test_forget", ".1f"))
 
 
 @dataclasses.dataclass(frozen=True)
 class Context:
-  """What every model's evaluation shares."""
+  """What every model's evaluation shares; ``shared[name]``: metric ``name``'s prepared value."""
 
   splits: Splits
   original: tuple
-  ou_sets: dict[str, ArrayDataset] | None
+  retrains: tuple
   original_features: dict[str, np.ndarray]
   labels: dict[str, np.ndarray]
-  retrain_features: list[dict[str, np.ndarray]]
+  shared: dict[str, Any]
   retrain_metrics: dict[str, float] | None = None
 
 
+def _settings(settings: Mapping[str, registry.Settings] | None) -> dict[str, registry.Settings]:
+  return registry.resolve({}) | dict(settings or {})
+
+
+def _met(metric: registry.Metric, splits: Splits, original, retrains) -> bool:
+  return all({"retrain": bool(retrains), "classes": bool(splits.forget_classes),
+              "original": original is not None}[need] for need in metric.needs)
+
+
 def prepare_context(model: Model, original: tuple, splits: Splits, retrains: Sequence[tuple], *,
-                    config, seed: int) -> Context:
-  """Perturbed sets (from ``seed``) and the features of θ_o and every Retrain seed."""
-  ou_sets = None
-  if config.ou.enabled and splits.forget_classes:
-    ou_sets = over_unlearning.ou_sets(model, *original, splits.forget,
-                                      seeding.device_key(seed, "ou_sets"),
-                                      reference_compat=config.ou.reference_compat)
+                    settings: Mapping[str, registry.Settings] | None = None,
+                    seed: int) -> Context:
+  """θ_o's features, Retrain's outputs (of ``retrains[0]``) and every enabled metric's
+  ``prepare`` (from ``seed``), for ``original`` = (params, model_state) and the Retrain models."""
+  settings = _settings(settings)
+  retrains = tuple(retrains)
+  shared = {m.name: m.prepare(model, original, splits, retrains, settings[m.name], seed=seed)
+            for m in registry.metrics()
+            if m.prepare and settings[m.name].enabled and _met(m, splits, original, retrains)}
   original_features, labels = rep.feature_sets(model, *original, splits)
-  retrain_features = [rep.feature_sets(model, *r, splits)[0] for r in retrains]
-  return Context(splits, original, ou_sets, original_features, labels, retrain_features)
+  retrain_metrics = (output_metrics(model, *retrains[0], splits, seed=seed) if retrains
+                     else None)
+  return Context(splits, original, retrains, original_features, labels, shared, retrain_metrics)
 
 
-def output_metrics(model: Model, params, model_state, splits: Splits, *, seed: int) -> dict:
-  """Accuracies on D_f, D_r, D_t^f, D_t^r (%), UA = 100 − Acc(D_f), RA, TA, and MIA."""
+def accuracies(model: Model, params, model_state, splits: Splits) -> dict[str, float]:
+  """Accuracies on D_f, D_r, D_t^f, D_t^r (%) and UA = 100 − Acc(D_f), RA, TA."""
   acc = {s: accuracy_from_logits(model_outputs(model, params, model_state,
                                                getattr(splits, s))[1],
                                  getattr(splits, s).labels) for s in SETS}
   out = {f"acc/{s}": v for s, v in acc.items()}
-  out.update(UA=100.0 - acc["forget"], RA=acc["retain"], TA=acc["test_retain"])
-  return out | mia.mia_metrics(model, params, model_state, splits, seed=seed)
+  return out | {"UA": 100.0 - acc["forget"], "RA": acc["retain"], "TA": acc["test_retain"]}
 
 
-def _pra_curve(settings: list[dict], shots: int) -> dict[str, list[float]]:
-  """Mean D_f accuracy of the PRA edit vs α, per rule, at ``shots`` shots from D_f."""
-  curve: dict[str, list] = {}
-  for s in settings:
-    if s["source"] == "forget" and s["shots"] == shots:
-      curve.setdefault(s["mode"], []).append((s["alpha"], s["forget"]))
-  return {mode: [list(p) for p in sorted(points)] for mode, points in curve.items()}
+def output_metrics(model: Model, params, model_state, splits: Splits, *, seed: int) -> dict:
+  """:func:`accuracies` and MIA (:func:`~unlearn_jax.evaluation.mia.mia_metrics`)."""
+  return (accuracies(model, params, model_state, splits)
+          | mia.mia_metrics(model, params, model_state, splits, seed=seed))
 
 
-def evaluate_model(model: Model, params, model_state, context: Context, *, config, seed: int,
-                   invert: bool = False) -> dict[str, Any]:
-  """The table's metrics for one model (floats or None) and ``details`` for plots."""
+def evaluate_model(model: Model, params, model_state, context: Context, *,
+                   settings: Mapping[str, registry.Settings] | None = None, seed: int,
+                   name: str | None = None) -> dict[str, Any]:
+  """The table's metrics for one model (floats or None) and ``details`` for plots.
+
+  Runs every enabled registered metric whose needs the context meets; one with a ``models``
+  setting only when ``name`` (the model's name: "original", "retrain", a method) is among them.
+  With Retrain's outputs and MIA, adds the Avg. Gap (:func:`~unlearn_jax.evaluation.mia.
+  gap_to_retrain`); then the feature summary: "norm/forget" = mean ‖z‖ over D_f,
+  "CKA/original/forget" = CKA(Z_u, Z_o) on D_f and the 2-D ``projection``.
+  """
+  settings = _settings(settings)
   splits = context.splits
-  metrics = output_metrics(model, params, model_state, splits, seed=seed)
+  metrics: dict[str, Any] = accuracies(model, params, model_state, splits)
   details: dict[str, Any] = {}
-  classes = bool(splits.forget_classes)
-  if not classes:
+  if not splits.forget_classes:
     metrics["acc/test_forget"] = None
-  if context.retrain_metrics is not None:
+  for metric in registry.metrics():
+    s = settings[metric.name]
+    if (s.enabled and _met(metric, splits, context.original, context.retrains)
+        and name in getattr(s, "models", (name,))):
+      values, more = metric.evaluate(model, params, model_state, context, s, seed=seed)
+      metrics |= values
+      details |= more
+  if context.retrain_metrics is not None and "MIA" in metrics:
     metrics["gap"] = mia.gap_to_retrain(metrics, context.retrain_metrics)
-  if context.ou_sets is not None:
-    metrics |= over_unlearning.ou_metrics(model, context.original, (params, model_state),
-                                          context.ou_sets, splits.forget_classes)
-  if config.pra.enabled and classes:
-    pra = prototypes.prototypical_relearning(model, params, model_state, splits, seed=seed,
-                                             shots=tuple(config.pra.shots),
-                                             num_draws=config.pra.num_draws)
-    strongest = pra["strongest"]
-    metrics["PRA/forget"] = strongest["forget"] if strongest else None
-    details["pra"] = {"strongest": strongest, "base": pra["base"],
-                      "curve": _pra_curve(pra["settings"], config.pra.curve_shots)}
-  if config.recovery.enabled and classes:
-    rec = recovery.recovery_attack(model, params, model_state, splits, original=context.original)
-    metrics |= {"FM/forget": rec["fm"]["forget"], "HR/forget": rec["hr"]["forget"],
-                "HeadSwap/forget": rec["head_swap"]["forget"]}
-    details["recovery"] = rec
   features, _ = rep.feature_sets(model, params, model_state, splits)
   metrics["norm/forget"] = float(np.linalg.norm(features["forget"], axis=1).mean())
   metrics["CKA/original/forget"] = float(rep.linear_cka(features["forget"],
                                                         context.original_features["forget"]))
-  if context.retrain_features:
-    consistency = rep.retrain_consistency(features, context.retrain_features[0],
-                                          labels=context.labels)
-    metrics |= {"CKA/retrain/forget": consistency["forget/cka"],
-                "CKA/retrain/retain": consistency["retain/cka"],
-                "RC/forget": consistency["forget/rc/procrustes"],
-                "RC/retain": consistency["retain/rc/procrustes"],
-                "asymmetry": consistency.get("asym/rc/procrustes")}
-    details["representation"] = consistency
-  if config.relearn.enabled and classes:
-    rel = relearning.relearn_time(model, params, model_state, splits, seed=seed,
-                                  shots=config.relearn.shots, threshold=config.relearn.threshold,
-                                  max_steps=config.relearn.max_steps)
-    metrics["relearn/steps"] = float(rel["steps"])
-  if invert:
-    targets = splits.forget.subset(np.arange(min(config.inversion.num_images, len(splits.forget))))
-    inv = gradient_inversion(model, params, model_state, targets, seed=seed,
-                             config=InversionConfig(
-                                 iterations=config.inversion.iterations,
-                                 restarts=config.inversion.restarts,
-                                 learning_rate=config.inversion.learning_rate))
-    metrics["inversion/psnr"] = float(inv["psnr_mean"])
-    details["inversion"] = {"reconstructions": np.asarray(inv["reconstructions"]).tolist(),
-                            "truth": targets.images.tolist(), "psnr": float(inv["psnr_mean"]),
-                            "ssim": float(inv["ssim_mean"])}
   details["projection"] = projection(features, context.labels, seed=seed)
   return {"metrics": metrics, "details": details}
+
+
+def columns() -> tuple[tuple[str, str, str], ...]:
+  """Every table column: the outputs' :data:`COLUMNS`, then each registered metric's."""
+  return COLUMNS + registry.columns()
 
 
 def projection(features: dict[str, np.ndarray], labels: dict[str, np.ndarray], *, seed: int,
@@ -151,10 +143,11 @@ def projection(features: dict[str, np.ndarray], labels: dict[str, np.ndarray], *
 
 def noise_floor(context: Context) -> dict[str, float] | None:
   """Retrain-vs-Retrain spread of the representation metrics (≥ 2 Retrain seeds)."""
-  if len(context.retrain_features) < 2:
+  features = context.shared.get("representation", [])
+  if len(features) < 2:
     return None
-  return rep.noise_floor(context.retrain_features, labels=context.labels)
+  return rep.noise_floor(features, labels=context.labels)
 
 
-__all__ = ["Context", "evaluate_model", "noise_floor", "output_metrics", "prepare_context",
-           "projection"]
+__all__ = ["COLUMNS", "Context", "accuracies", "columns", "evaluate_model", "noise_floor",
+           "output_metrics", "prepare_context", "projection"]
