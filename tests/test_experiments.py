@@ -13,7 +13,7 @@ import pytest
 from unlearn_jax import cli, runner
 from unlearn_jax.checkpoint import Checkpointer
 from unlearn_jax.config import load_config
-from unlearn_jax.report import COLUMNS
+from unlearn_jax.report import columns
 from unlearn_jax.training import unlearn as unlearn_lib
 from unlearn_jax.training.loop import Hook
 
@@ -48,7 +48,7 @@ def test_digits_run_writes_json_table_and_plots(quick_run):
   methods = list(results["config"]["methods"])
   assert len(methods) == 17 and list(results["models"]) == ["original", *methods]
   for name, row in results["models"].items():
-    for _, key, _ in COLUMNS:
+    for _, key, _ in columns():
       assert key in row["metrics"] or key in ("inversion/psnr",), (name, key)
   assert results["models"]["retrain"]["metrics"]["UA"] == 100.0
   assert results["models"]["original"]["metrics"]["UA"] <= 5.0
@@ -157,7 +157,8 @@ def test_killed_unlearning_resumes_bit_identical(tmp_path, digits_model, digits_
 @pytest.mark.parametrize("overrides, message", [
     (["--config.foo=1"], r"config.foo: unknown key"),
     (["--config.methods=('spotter', 'gd')"], r"config.methods: unknown method 'gd'"),
-    (["--config.retrain_seeds=()"], r"Retrain disabled.*'retrain', 'evaluation.representation'"),
+    (["--config.retrain_seeds=()"],
+     r"Retrain disabled.*'retrain', 'config.evaluation.representation'"),
     (["--config.hparams.spotter.lambda3=1.0"], r"methods.spotter.lambda3: unknown"),
     (["--config.data.name='cifar11'"], r"config.data.name: unknown dataset 'cifar11'"),
     (["--config.forget.classes=(12,)"], r"forget.classes: class ids \[12\] out of range"),
