@@ -121,3 +121,16 @@ def test_a_users_metric_in_one_file_is_run_and_tabulated(tmp_path, data_dir, fre
   assert "| ‖z‖ D_r | Time (s) |" in table
   settings = runner.evaluation_settings(_quick(tmp_path, data_dir, path))
   assert dataclasses.asdict(settings["retain_norm"]) == {"enabled": True, "max_examples": 50}
+
+
+def test_evaluate_model_takes_plain_settings(digits_model, digits_original, digits_class0):
+  from unlearn_jax.evaluation import suite
+  off = {m.name: False if m.switch else {"enabled": False} for m in registry.metrics()}
+  settings = registry.resolve(off | {"mia": True})
+  context = suite.prepare_context(digits_model, digits_original, digits_class0, [],
+                                  settings=settings, seed=0)
+  assert context.shared == {} and context.retrain_metrics is None
+  row = suite.evaluate_model(digits_model, *digits_original, context, settings=settings, seed=0)
+  assert {"UA", "MIA", "norm/forget", "CKA/original/forget"} <= set(row["metrics"])
+  assert not {"gap", "PRA/forget", "OU/pgd"} & set(row["metrics"])
+  assert set(row["details"]) == {"projection"}

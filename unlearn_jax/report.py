@@ -10,6 +10,8 @@ import pathlib
 
 import numpy as np
 
+from unlearn_jax.evaluation import registry, suite
+
 TIME_COLUMN = ("Time (s)", "seconds", ".1f")
 FEATURE_MODELS = ("original", "retrain", "ft", "ga", "spotter", "opc")
 
@@ -25,7 +27,6 @@ def _cell(value, fmt: str) -> str:
 def columns() -> tuple[tuple[str, str, str], ...]:
   """(header, metric key, format) of the results table: the suite's and every registered
   metric's columns (:func:`unlearn_jax.evaluation.suite.columns`), then the wall time."""
-  from unlearn_jax.evaluation import suite
   return (*suite.columns(), TIME_COLUMN)
 
 
@@ -82,7 +83,6 @@ def write_report(results: dict, out: pathlib.Path) -> None:
             f"wall time {results.get('wall_seconds', float('nan')):.0f} s.\n\n")
   (out / "results.md").write_text(header + markdown_table(rows, results.get("columns")))
   _plot_features(models, out / "features.png", plt)
-  from unlearn_jax.evaluation import registry
   for metric in registry.metrics():
     if metric.plot:
       name, plot = metric.plot
