@@ -8,14 +8,15 @@ config schema, the report's table and the runner's validation all read the regis
 defined in one file (and imported before the config is built) is run, tabulated and validated::
 
   @dataclasses.dataclass(frozen=True)
-  class NormSettings(registry.Settings):
-    sets: tuple[str, ...] = ("retain",)
+  class RetainNormSettings(registry.Settings):
+    max_examples: int = 200                       # config.evaluation.retain_norm.max_examples
 
   def evaluate(model, params, model_state, context, settings, *, seed):
-    features, _ = representation.feature_sets(model, params, model_state, context.splits)
+    features, _ = representation.feature_sets(model, params, model_state, context.splits,
+                                              sets=("retain",), max_examples=settings.max_examples)
     return {"norm/retain": float(np.linalg.norm(features["retain"], axis=1).mean())}, {}
 
-  registry.register(registry.Metric("norm", evaluate, NormSettings,
+  registry.register(registry.Metric("retain_norm", evaluate, RetainNormSettings,
                                     columns=(("‖z‖ D_r", "norm/retain", ".2f"),)))
 
 Built-in records come first, in the table's order (:data:`BUILTIN`), then others in the order
@@ -57,7 +58,7 @@ class Metric:
     settings: the :class:`Settings` subclass; its field defaults are the config's defaults.
     columns: ``(header, metric key, format)`` of the table columns it contributes.
     needs: a subset of :data:`NEEDS`: Retrain models (validated before training), whole forget
-      classes and θ_o (the metric is skipped on runs without them).
+      classes, θ_o; the suite skips the metric on a run (context) without them.
     switch: the config value is a bare bool (``evaluation.<name> = True``) rather than a section.
     prepare: ``(model, original, splits, retrains, settings, *, seed) -> value`` computed once
       per experiment and read by ``evaluate`` as ``context.shared[name]``.
