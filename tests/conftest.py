@@ -53,7 +53,7 @@ def digits_class0(digits):
 def digits_ga(digits_model, digits_original, digits_class0):
   """The original unlearned by the library's gradient ascent (until Acc(D_f) ≤ 5%)."""
   from unlearn_jax.methods import Original
-  from unlearn_jax.training.unlearn import unlearn
+  from unlearn_jax.unlearning import unlearn
   result = unlearn("ga", Original(digits_model, *digits_original), digits_class0, seed=0,
                    progress=False)
   return result.params, result.model_state

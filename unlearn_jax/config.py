@@ -9,8 +9,11 @@ is an error naming the key.
 import ast
 import importlib.util
 import pathlib
+import sys
 
 import ml_collections
+
+from unlearn_jax.methods import METHODS
 
 EXPERIMENTS_DIR = pathlib.Path(__file__).resolve().parent.parent / "experiments"
 
@@ -61,6 +64,9 @@ def load_config(spec: str, overrides: tuple[str, ...] | list[str] = ()
                 ) -> ml_collections.ConfigDict:
   """Loads ``path[:arg]`` (or a name under ``experiments/``) and applies ``--config.k=v`` items.
 
+  The file runs with its own folder first on ``sys.path``, so it may import modules beside it
+  (e.g. one that registers a method or a metric).
+
   Raises:
     FileNotFoundError: no such config.
     ValueError: a malformed override, an unknown key or a value of the wrong type.
@@ -68,7 +74,11 @@ def load_config(spec: str, overrides: tuple[str, ...] | list[str] = ()
   path, arg = _resolve(spec)
   module_spec = importlib.util.spec_from_file_location(f"unlearn_jax_config_{path.stem}", path)
   module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
+  sys.path.insert(0, str(path.parent.absolute()))  # the file may import modules beside it
+  try:
+    module_spec.loader.exec_module(module)
+  finally:
+    sys.path.remove(str(path.parent.absolute()))
   if not hasattr(module, "get_config"):
     raise ValueError(f"config: {path} defines no get_config(arg=None).")
   config = module.get_config(arg)
@@ -110,15 +120,11 @@ def experiment_defaults() -> ml_collections.ConfigDict:
   # Train them at once (vmapped) or one after another; None: vmapped except on CPU, where XLA
   # runs a vmapped convolution several times slower per model (docs/performance.md).
   c.retrain_vmap = None
-  # A step reading several streams runs one program per stream, then the update; None: on CPU
-  # only, where one program over all streams outgrows the cache (docs/performance.md).
-  c.split_streams = None
-  c.profile = "small"  # methods' hyper-parameter profile: small | resnet18
-  c.methods = ("retrain", "ft", "ga", "neggrad_plus", "rl", "boundary_shrink",
-               "boundary_expanding", "l1_sparse", "salun", "scrub", "bad_teacher", "unsir",
-               "ssd", "cf_k", "eu_k", "spotter", "opc")
+  c.profile = "small"  # methods' hyper-parameter profile: small | resnet18 | fashion_mnist
+  # Every registered method (Retrain first); a method registered before this call is included.
+  c.methods = ("retrain", *(name for name in METHODS if name != "retrain"))
   # Per-method overrides of the profile's hyper-parameters: --config.hparams.spotter.epochs=5.
-  c.hparams = ml_collections.ConfigDict({name: {} for name in c.methods})
+  c.hparams = ml_collections.ConfigDict({name: {} for name in METHODS})
   ev = ml_collections.ConfigDict()
   ev.mia = True
   ev.ou = ml_collections.ConfigDict({"enabled": True, "reference_compat": False})
@@ -164,7 +170,7 @@ def population_defaults() -> ml_collections.ConfigDict:
   # (GA, NegGrad+, SCRUB's max steps). GA then runs a fixed 20 epochs: the profile's 100 assume
   # the stop, and without it digits MLPs diverge to NaN from about epoch 50 (measured; not tuned
   # against any attack).
-  c.hparams = ml_collections.ConfigDict({name: {} for name in c.methods})
+  c.hparams = ml_collections.ConfigDict({name: {} for name in METHODS})
   c.hparams.ga = {"stop_forget_accuracy": None, "epochs": 20}
   c.hparams.neggrad_plus = {"stop_forget_accuracy": None}
   c.hparams.scrub = {"stop_forget_accuracy": None}

@@ -29,13 +29,12 @@ from unlearn_jax import seeding
 from unlearn_jax.data.datasets import DATASET_NAMES, ArrayDataset, load_dataset
 from unlearn_jax.data.memberships import balanced_masks
 from unlearn_jax.evaluation import challenge, lira
-from unlearn_jax.methods import Original, get_method
+from unlearn_jax.methods import HParams, Original, get_method
 from unlearn_jax.models import MODEL_NAMES, make_model
 from unlearn_jax.optim import Recipe
 from unlearn_jax.population_report import write_population_report
 from unlearn_jax.populations import (
   Population,
-  check_vmappable,
   model_seeds,
   population_logits,
   stop_hint,
@@ -45,6 +44,7 @@ from unlearn_jax.populations import (
 )
 from unlearn_jax.runner import _json_safe, hardware, versions
 from unlearn_jax.training import sharding
+from unlearn_jax.training.execute import check_population
 
 RESULTS = "results.json"
 PROTOCOLS = ("challenge", "ulira")
@@ -55,9 +55,9 @@ def _recipe(c: ml_collections.ConfigDict) -> Recipe:
                 tuple(tuple(d) for d in c.decay), c.augment)
 
 
-def _hparams(config, name: str) -> ml_collections.ConfigDict:
+def _hparams(config, name: str) -> HParams:
   overrides = config.hparams[name].to_dict() if name in config.hparams else {}
-  return get_method(name).config(config.profile, **overrides)
+  return get_method(name).hparams(config.profile, overrides, field=f"config.hparams.{name}")
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
@@ -142,7 +142,7 @@ class Setting:
     original = Original(self.model, *self.model.init(seeding.device_key(0, "dry_build")))
     plan = unlearning_plan(method, hp, original, self.pool, forget, retain,
                            forget_classes=self.forget_classes, seed=0)
-    check_vmappable(plan, name, stop_hint(method, hp))
+    check_population([plan], name, stop_hint(method, hp))
 
   @property
   def forget_classes(self) -> tuple[int, ...]:
@@ -209,7 +209,7 @@ def _challenge(setting: Setting, out: pathlib.Path) -> dict:
     hp = _hparams(c, name)
     population = unlearn_population(name, original.member(0), setting.pool,
                                     forget_masks=forget_all, retain_masks=retain_all,
-                                    seeds=seeds[name], config=hp,
+                                    seeds=seeds[name], hparams=hp,
                                     **setting.cached(kind=name, hparams=hp.to_dict()))
     stats = measure(setting, population)
     _save(out, name, seeds[name], phi_forget=stats["phi_pool"][:, t])
@@ -266,7 +266,7 @@ def _ulira(setting: Setting, out: pathlib.Path) -> dict:
     seeds[name] = model_seeds(c.seed, m, name)
     hp = _hparams(c, name)
     population = unlearn_population(name, originals, setting.pool, forget_masks=forgot,
-                                    retain_masks=retain, seeds=seeds[name], config=hp,
+                                    retain_masks=retain, seeds=seeds[name], hparams=hp,
                                     forget_classes=setting.forget_classes,
                                     **setting.cached(kind=name, hparams=hp.to_dict()))
     stats = measure(setting, population)

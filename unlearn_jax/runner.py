@@ -31,7 +31,7 @@ from unlearn_jax.optim import Recipe
 from unlearn_jax.training import sharding
 from unlearn_jax.training.classifier import train_classifier, train_classifiers
 from unlearn_jax.training.state import create_train_state
-from unlearn_jax.training.unlearn import unlearn
+from unlearn_jax.unlearning import unlearn
 
 RESULTS = "results.json"
 
@@ -49,10 +49,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   for name, overrides in config.hparams.items():
     if name not in METHODS:
       raise ValueError(f"config.hparams.{name}: not a method; known: {', '.join(sorted(METHODS))}.")
-    try:
-      get_method(name).config(config.profile, **overrides.to_dict())
-    except TypeError as e:
-      raise ValueError(f"config.hparams.{name}: {e}") from e
+    _hparams(config, name, overrides)
   needs_retrain = [k for k, on in (("retrain", "retrain" in config.methods),
                                    ("evaluation.representation", config.evaluation.representation))
                    if on]
@@ -63,6 +60,12 @@ def validate(config: ml_collections.ConfigDict) -> None:
     unknown = set(config.evaluation.inversion.models) - set(config.methods) - {"original"}
     if unknown:
       raise ValueError(f"config.evaluation.inversion.models: {sorted(unknown)} are not run.")
+
+
+def _hparams(config: ml_collections.ConfigDict, name: str, overrides=None):
+  overrides = config.hparams.get(name, {}) if overrides is None else overrides
+  return get_method(name).hparams(config.profile, overrides.to_dict(),
+                                  field=f"config.hparams.{name}")
 
 
 def hardware() -> dict:
@@ -301,7 +304,7 @@ def _method_result(exp: Experiment, name: str, original: Original, retrains, ret
   otherwise unlearned (resuming its checkpoint) and evaluated."""
   config = exp.config
   method = get_method(name)
-  hparams = method.config(config.profile, **config.hparams[name].to_dict())
+  hparams = _hparams(config, name)
   key = ckpt_lib.config_hash({"base": exp.base_key, "seed": config.seed, "method": name,
                               "hparams": hparams.to_dict(), "forget": config.forget.to_dict(),
                               "retrain_seeds": list(config.retrain_seeds),
@@ -315,9 +318,9 @@ def _method_result(exp: Experiment, name: str, original: Original, retrains, ret
     result = evaluate(name, retrains[0], retrain_seconds, {"seeds": list(config.retrain_seeds)})
   else:
     with ckpt_lib.Checkpointer(out / "checkpoints" / name) as ckpt:
-      run = unlearn(method, original, exp.splits, seed=config.seed, config=hparams,
+      run = unlearn(method, original, exp.splits, seed=config.seed, hparams=hparams,
                     mesh=exp.mesh, checkpointer=ckpt, checkpoint_every=config.checkpoint_every,
-                    run_key=key, progress=config.progress, split_streams=config.split_streams)
+                    run_key=key, progress=config.progress)
       ckpt.wait()
     result = evaluate(name, (run.params, run.model_state), run.seconds, run.info)
   if distributed.is_writer():
