@@ -42,9 +42,9 @@ def test_kl_and_distillation_match_numpy():
     pt = np.asarray(jax.nn.softmax(t / temperature), np.float64)
     ps = np.asarray(jax.nn.softmax(s / temperature), np.float64)
     expected = temperature**2 * np.sum(pt * (np.log(pt) - np.log(ps)), -1)
-    got = losses.distillation(t, s, temperature=temperature)
+    got = losses.distillation(s, t, temperature=temperature)
     np.testing.assert_allclose(got, expected, rtol=1e-4)
-  masked = losses.distillation(t, s, forget_mask=FORGET)
+  masked = losses.distillation(s, t, forget_mask=FORGET)
   pt = np.asarray(losses.masked_softmax(t, FORGET), np.float64)
   ls = np.asarray(jax.nn.log_softmax(s), np.float64)
   with np.errstate(divide="ignore", invalid="ignore"):
@@ -108,7 +108,7 @@ def test_contraction_values_and_zero_gradient_at_the_origin():
 def test_l1_and_masked_mean():
   assert float(losses.l1_norm({"a": jnp.array([-1.0, 2.0]), "b": jnp.array([[3.0]])})) == 6.0
   np.testing.assert_allclose(losses.masked_mean(jnp.array([1.0, 3.0, 100.0]),
-                                                jnp.array([1.0, 1.0, 0.0])), 2.0)
+                                                where=jnp.array([1.0, 1.0, 0.0])), 2.0)
 
 
 @pytest.fixture(scope="module")

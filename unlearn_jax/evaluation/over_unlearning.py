@@ -77,7 +77,7 @@ def ou_divergence(original_logits: jax.Array, unlearned_logits: jax.Array,
   if forget.shape != original_logits.shape[1:]:
     raise ValueError(f"forget: expected shape {original_logits.shape[1:]}, got {forget.shape}.")
   teacher = masked_softmax(original_logits, forget[None, :])
-  return js_divergence(teacher, jax.nn.softmax(unlearned_logits, axis=-1))
+  return js_divergence(jax.nn.softmax(unlearned_logits, axis=-1), teacher)
 
 
 def over_unlearning(original_logits: jax.Array, unlearned_logits: jax.Array, forget: jax.Array,

@@ -183,7 +183,7 @@ def _forget_loss_grad(model: Model):
   def batch_grad(params, model_state, images, labels, mask, _):
     def loss(p):
       logits = model.apply(p, model_state, images)[1]
-      return -masked_mean(cross_entropy(logits, labels), mask)
+      return -masked_mean(cross_entropy(logits, labels), where=mask)
     return jax.grad(loss)(params)
 
   return jax.jit(batch_grad)

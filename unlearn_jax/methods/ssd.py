@@ -22,7 +22,7 @@ from unlearn_jax.training import sharding
 def _squared_grad(model: Model):
   def squared_grad(params, model_state, images, labels, mask, _):
     grad = jax.grad(lambda q: masked_mean(
-        cross_entropy(model.apply(q, model_state, images)[1], labels), mask))(params)
+        cross_entropy(model.apply(q, model_state, images)[1], labels), where=mask))(params)
     return jax.tree.map(jnp.square, grad)
 
   return jax.jit(squared_grad)
