@@ -1,4 +1,4 @@
-"""CIFAR ResNet-18 (He et al., 2016) as in the Spotter reference code (papers.md §2.3).
+"""CIFAR ResNet-18 (He et al., 2016) as in the Spotter reference code (docs/math.md §1.3).
 
 3×3 stem conv (stride 1, no bias) + BN + ReLU and no max-pool; BasicBlock stages [2, 2, 2, 2]
 of widths (64, 128, 256, 512)·width with strides (1, 2, 2, 2) and 1×1 conv + BN projection

@@ -111,7 +111,7 @@ def l1_norm(params) -> jax.Array:
 
 def masked_mean(values: jax.Array, *, axis: Axis = None,
                 where: jax.Array | None = None) -> jax.Array:
-  """Σ w_i v_i / max(Σ w_i, 1) along ``axis``, w = ``where``: the mean over real (unpadded) examples.
+  """Σ w_i v_i / max(Σ w_i, 1) along ``axis``, w = ``where``: the mean over real (unpadded) entries.
 
   Unlike ``jnp.mean(..., where=)``, a slice with no selected entry gives 0, not NaN.
   """
