@@ -5,6 +5,8 @@ import importlib
 import inspect
 import pkgutil
 
+import pytest
+
 import unlearn_jax
 
 
@@ -37,4 +39,5 @@ def undocumented() -> list[str]:
 
 def test_every_public_name_has_a_docstring():
   missing = undocumented()
-  assert not missing, f"{len(missing)} without a docstring:\n" + "\n".join(missing)
+  if missing:
+    pytest.fail(f"{len(missing)} without a docstring:\n" + "\n".join(missing), pytrace=False)
