@@ -1,5 +1,5 @@
 """Models per second: a population trained as one vmapped program vs the same models one after
-another (populations.md; the challenge scorer trains its 1,024 models sequentially).
+another (docs/math.md §7; the challenge scorer trains its 1,024 models sequentially).
 
 The work: ``--models`` digits MLPs (or ``--model small_cnn``), each on its own balanced half of
 the 1,437 training digits, ``--epochs`` epochs of Adam, batch 64 — the originals of U-LiRA. Timed,

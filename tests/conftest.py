@@ -13,6 +13,10 @@ import pytest  # noqa: E402
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
+# Scripts that tests run in processes of their own; --doctest-modules would import them here,
+# and their import sets XLA flags of their own.
+collect_ignore_glob = ["*_check.py"]
+
 
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory):

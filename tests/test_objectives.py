@@ -4,6 +4,7 @@ import jax
 import jax.flatten_util
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from jax.test_util import check_grads
 
@@ -41,9 +42,9 @@ def test_kl_and_distillation_match_numpy():
     pt = np.asarray(jax.nn.softmax(t / temperature), np.float64)
     ps = np.asarray(jax.nn.softmax(s / temperature), np.float64)
     expected = temperature**2 * np.sum(pt * (np.log(pt) - np.log(ps)), -1)
-    got = losses.distillation(t, s, temperature=temperature)
+    got = losses.distillation(s, t, temperature=temperature)
     np.testing.assert_allclose(got, expected, rtol=1e-4)
-  masked = losses.distillation(t, s, forget_mask=FORGET)
+  masked = losses.distillation(s, t, forget_mask=FORGET)
   pt = np.asarray(losses.masked_softmax(t, FORGET), np.float64)
   ls = np.asarray(jax.nn.log_softmax(s), np.float64)
   with np.errstate(divide="ignore", invalid="ignore"):
@@ -107,7 +108,23 @@ def test_contraction_values_and_zero_gradient_at_the_origin():
 def test_l1_and_masked_mean():
   assert float(losses.l1_norm({"a": jnp.array([-1.0, 2.0]), "b": jnp.array([[3.0]])})) == 6.0
   np.testing.assert_allclose(losses.masked_mean(jnp.array([1.0, 3.0, 100.0]),
-                                                jnp.array([1.0, 1.0, 0.0])), 2.0)
+                                                where=jnp.array([1.0, 1.0, 0.0])), 2.0)
+
+
+def test_axis_and_where_as_in_optax():
+  log_q, p = jax.nn.log_softmax(_logits(1)), jax.nn.softmax(_logits(2))
+  keep = ~FORGET
+  np.testing.assert_allclose(losses.kl_divergence(log_q.T, p.T, axis=0, where=keep[:, None]),
+                             optax.kl_divergence(log_q, p, where=keep), rtol=1e-6)
+  values, where = _logits(3), _logits(4) > 0
+  np.testing.assert_allclose(losses.masked_mean(values, axis=0, where=where),
+                             np.sum(values * where, 0) / np.maximum(np.sum(where, 0), 1), rtol=1e-6)
+  feats, labels = _logits(5, (9, 6)), jnp.array([0, 1, 0, 2, 1, 0, 2, 2, 1])
+  np.testing.assert_allclose(losses.dispersion(feats.T, labels, axis=0),
+                             losses.dispersion(feats, labels), rtol=1e-6)
+  np.testing.assert_allclose(losses.contraction(jnp.array([[3.0, 4.0, 12.0]]),
+                                                where=jnp.array([True, True, False])), [5.0],
+                             atol=1e-5)
 
 
 @pytest.fixture(scope="module")

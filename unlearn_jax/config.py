@@ -142,7 +142,7 @@ def experiment_defaults() -> ml_collections.ConfigDict:
 
 
 def population_defaults() -> ml_collections.ConfigDict:
-  """The schema of a population experiment (populations.md): the challenge forgetting score
+  """The schema of a population experiment (docs/math.md §7): the challenge forgetting score
   (``protocol="challenge"``) or U-LiRA with P1/P2 and LiRA (``protocol="ulira"``)."""
   c = ml_collections.ConfigDict()
   c.name = "population"
@@ -183,7 +183,7 @@ def population_defaults() -> ml_collections.ConfigDict:
 
 
 def resnet18_reference(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """ResNet-18 with the Spotter reference code's recipe (papers.md §2.3) and the published
+  """ResNet-18 with the Spotter reference code's recipe (docs/math.md §1.3) and the published
   (``resnet18``) method profile: SGD 0.1, momentum 0, wd 5e-4, 200 epochs, ×0.2 at epochs
   60/120/160, batch 128, random crop + flip; Geiping et al.'s gradient-inversion settings."""
   c.model.name = "resnet18"

@@ -1,12 +1,12 @@
-"""Population experiments end to end (populations.md §5): data → pool, target set T and masks →
-populations (cached by what made them) → the challenge score or the unlearning MIAs → results
-JSON, markdown tables, plots and the φ arrays.
+"""Population experiments end to end (docs/math.md §7.2, §7.5): data → pool, target set T and
+masks → populations (cached by what made them) → the challenge score or the unlearning MIAs →
+results JSON, markdown tables, plots and the φ arrays.
 
-* ``protocol="challenge"`` (§1): one original θ_o on the pool; M retrained models on
+* ``protocol="challenge"`` (§7.2): one original θ_o on the pool; M retrained models on
   D_r = pool \\ T, own seeds; per method M unlearned models from θ_o, own seeds; forgetting
   quality F and the final score per method. The "original" row is θ_o itself repeated M times
   (no unlearning).
-* ``protocol="ulira"`` (§3–4): M originals on balanced halves of the pool; per method each
+* ``protocol="ulira"`` (§7.3–§7.5): M originals on balanced halves of the pool; per method each
   original unlearns its own F_m = T ∩ half_m (retain: the rest of its half); U-LiRA, P2 and P1
   per method; LiRA on the originals. The "original" row attacks the originals (no unlearning).
 
@@ -279,8 +279,9 @@ def _ulira(setting: Setting, out: pathlib.Path) -> dict:
 
 
 def checks(rows: dict) -> dict:
-  """The §6 checks of a U-LiRA run with their noise: se = sd over targets / √targets (shared
-  shadow fits correlate targets, so se understates the noise a little); "within" is 3 se.
+  """The checks of docs/math.md §7.6 for a U-LiRA run with their noise: se = sd over targets /
+  √targets (shared shadow fits correlate targets, so se understates the noise a little);
+  "within" is 3 se.
 
   Returns:
     {"noise": se of Retrain's U-LiRA accuracy, "retrain_at_chance", "original_above_chance",

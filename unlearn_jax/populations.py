@@ -1,4 +1,4 @@
-"""Populations: K models trained or unlearned as one vmapped program (populations.md).
+"""Populations: K models trained or unlearned as one vmapped program (docs/math.md §7).
 
 A population is K plans of identical structure (same phases, same step counts) that
 :func:`unlearn_jax.training.execute.execute_population` runs as one ``vmap`` over (state, batch,

@@ -69,6 +69,7 @@ def _hparams(config: ml_collections.ConfigDict, name: str, overrides=None):
 
 
 def hardware() -> dict:
+  """Platform, processor, CPU count, JAX backend, devices and process count, for the results."""
   devices = jax.devices()
   return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
           "cpu_count": __import__("os").cpu_count(), "backend": jax.default_backend(),
@@ -76,6 +77,7 @@ def hardware() -> dict:
 
 
 def versions() -> dict:
+  """Installed versions of the stack (jax, flax, optax, orbax, ...) and of unlearn_jax."""
   names = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "chex", "tensorflow-datasets")
   return {n: metadata.version(n) for n in names} | {"unlearn_jax": metadata.version("unlearn_jax")}
 

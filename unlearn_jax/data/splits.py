@@ -3,7 +3,7 @@
 Class unlearning forgets whole classes 𝒞_f: D_f = training examples of 𝒞_f, D_r = the rest,
 D_t^f / D_t^r = test examples of forgotten / kept classes. Random (or explicit) forgetting takes
 D_f from all classes, so D_t^f is empty and D_t^r is the whole test set. The calibration set
-(attacks' held-out kept-class data, papers.md §3.4) is a stratified fraction of D_t^r;
+(attacks' held-out kept-class data, docs/math.md §3.2) is a stratified fraction of D_t^r;
 ``test_heldout`` is the rest of D_t^r.
 """
 

@@ -1,4 +1,4 @@
-"""Bad Teacher (Chundawat et al., AAAI 2023; docs/math.md §Bad Teacher).
+"""Bad Teacher (Chundawat et al., AAAI 2023; docs/math.md §5.10).
 
 On D_f ∪ (a random fraction of D_r), minimise KL(u·softmax(t_bad/T) + (1−u)·softmax(t_good/T) ‖
 softmax(s/T)), u = 1 on forget examples, t_good = θ_o, t_bad a randomly initialised network.

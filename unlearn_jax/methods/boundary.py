@@ -1,4 +1,4 @@
-"""Boundary Unlearning (Chen et al., CVPR 2023; docs/math.md §Boundary). D_f only.
+"""Boundary Unlearning (Chen et al., CVPR 2023; docs/math.md §5.6). D_f only.
 
 * Boundary Shrink: x' = FGSM_ε(θ_o, x) (pixel space, rounded to 1/255); the new label is
   argmax θ_o(x') — the nearest wrong class; fine-tune with CE on (x, that label).

@@ -1,4 +1,4 @@
-"""Fine-tuning, FT (docs/math.md §FT): minimise E_{D_r} CE from θ_o; the forget classes fade by
+"""Fine-tuning, FT (docs/math.md §5.2): minimise E_{D_r} CE from θ_o; the forget classes fade by
 catastrophic forgetting."""
 
 from unlearn_jax.methods.common import SGD, optimizer

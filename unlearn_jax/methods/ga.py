@@ -1,4 +1,4 @@
-"""Gradient ascent, GA (docs/math.md §GA): maximise the forget set's CE, −E_{D_f} CE, from θ_o,
+"""Gradient ascent, GA (docs/math.md §5.3): maximise the forget set's CE, −E_{D_f} CE, from θ_o,
 optionally until Acc(D_f) ≤ ``stop_forget_accuracy`` (checked every step)."""
 
 from unlearn_jax.methods.common import SGD, forget_accuracy_at_most, optimizer

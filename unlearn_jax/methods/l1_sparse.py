@@ -1,4 +1,4 @@
-"""ℓ1-sparse unlearning (Jia et al., NeurIPS 2023; docs/math.md §l1-sparse): FT on D_r plus
+"""ℓ1-sparse unlearning (Jia et al., NeurIPS 2023; docs/math.md §5.7): FT on D_r plus
 γ_t‖θ‖₁ with a linearly decaying γ_t = α(1 − t/T)."""
 
 from unlearn_jax.methods.common import SGD, optimizer

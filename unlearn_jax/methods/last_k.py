@@ -1,4 +1,4 @@
-"""CF-k and EU-k (Goel et al., 2022; docs/math.md §CF-k, EU-k): train only the last k blocks on
+"""CF-k and EU-k (Goel et al., 2022; docs/math.md §5.13): train only the last k blocks on
 D_r, the rest frozen bit-identical (an update mask); EU-k first re-initialises those blocks."""
 
 import jax

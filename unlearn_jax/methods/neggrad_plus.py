@@ -1,4 +1,4 @@
-"""NegGrad+ (Kurmanji et al., 2023; docs/math.md §NegGrad+): minimise β·CE(D_r) − (1−β)·CE(D_f)
+"""NegGrad+ (Kurmanji et al., 2023; docs/math.md §5.4): minimise β·CE(D_r) − (1−β)·CE(D_f)
 on paired batches (D_f cycled under D_r's epochs), optionally until Acc(D_f) ≤ a target."""
 
 from unlearn_jax.methods.common import SGD, forget_accuracy_at_most, optimizer

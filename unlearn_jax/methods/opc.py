@@ -1,4 +1,4 @@
-"""One-point contraction, OPC (Jung et al., 2025; docs/math.md §OPC).
+"""One-point contraction, OPC (Jung et al., 2025; docs/math.md §3.1).
 
 L(θ) = E_{(x,y)∈D_r} CE(h_θ(x), y) + λ·E_{x∈D_f} ‖r_θ(x)‖₂ (or ‖·‖₂²): contract forget
 representations to the origin ("deep forgetting"). Both readings of the paper are switches:

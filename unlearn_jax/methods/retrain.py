@@ -1,4 +1,4 @@
-"""Retrain (docs/math.md §Retrain): train from scratch on D_r with the original recipe, the gold
+"""Retrain (docs/math.md §5.1): train from scratch on D_r with the original recipe, the gold
 standard that unlearning approximates."""
 
 from unlearn_jax.methods.common import SGD

@@ -1,4 +1,4 @@
-"""Random labels, RL (docs/math.md §RL), as in SalUn's code: each epoch one pass over D_f with
+"""Random labels, RL (docs/math.md §5.5), as in SalUn's code: each epoch one pass over D_f with
 fresh uniformly random labels, then one pass over D_r with true labels, one optimiser throughout.
 """
 

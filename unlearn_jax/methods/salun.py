@@ -1,4 +1,4 @@
-"""SalUn (Fan et al., ICLR 2024; docs/math.md §SalUn): RL restricted to the forget-salient
+"""SalUn (Fan et al., ICLR 2024; docs/math.md §5.8): RL restricted to the forget-salient
 weights. Saliency m = 1[|∇_θ(−CE(θ_o; D_f))| ≥ the top-``mask_fraction`` threshold], global
 over all scalar weights, in eval mode; the mask multiplies the whole update, so the other weights
 stay bit-identical."""
@@ -27,7 +27,7 @@ def _forget_loss_grad(model: Model):
   def batch_grad(params, model_state, images, labels, mask, _):
     def loss(p):
       logits = model.apply(p, model_state, images)[1]
-      return -masked_mean(cross_entropy(logits, labels), mask)
+      return -masked_mean(cross_entropy(logits, labels), where=mask)
     return jax.grad(loss)(params)
 
   return jax.jit(batch_grad)

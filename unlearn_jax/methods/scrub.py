@@ -1,4 +1,4 @@
-"""SCRUB (Kurmanji et al., NeurIPS 2023; docs/math.md §SCRUB): student from θ_o, teacher θ_o.
+"""SCRUB (Kurmanji et al., NeurIPS 2023; docs/math.md §5.9): student from θ_o, teacher θ_o.
 
 Each epoch e: if e < msteps, a max pass over D_f minimising −T²·KL_T(teacher ‖ student); then a
 min pass over D_r minimising γ·CE + α·T²·KL_T(teacher ‖ student). One optimiser throughout. The

@@ -1,4 +1,4 @@
-"""Spotter (Ha, Park & Yoon, ICML 2026; docs/math.md §Spotter).
+"""Spotter (Ha, Park & Yoon, ICML 2026; docs/math.md §2.3).
 
 L(θ) = λ₁·KL(p̃_θo(x) ‖ p_θ(x)) on forget images + (1 − λ₁)·KL(p̃_θo(x̃) ‖ p_θ(x̃)) on perturbed
 neighbours x̃ ∈ Ã + λ₂·L_disp(f_θ(x), y), where p̃ is the original model's softmax with the

@@ -1,4 +1,4 @@
-"""Selective Synaptic Dampening, SSD (Foster et al., AAAI 2024; docs/math.md §SSD). No training.
+"""Selective Synaptic Dampening, SSD (Foster et al., AAAI 2024; docs/math.md §5.12). No training.
 
 Diagonal Fisher proxies I_D = mean_batches (∇_θ CE)² over the training set D = D_f ∪ D_r and I_f
 over D_f; for every parameter with I_f > α·I_D: θ ← θ·min(λ·I_D / I_f, 1).
@@ -23,7 +23,7 @@ from unlearn_jax.training.plan import Plan
 def _squared_grad(model: Model):
   def squared_grad(params, model_state, images, labels, mask, _):
     grad = jax.grad(lambda q: masked_mean(
-        cross_entropy(model.apply(q, model_state, images)[1], labels), mask))(params)
+        cross_entropy(model.apply(q, model_state, images)[1], labels), where=mask))(params)
     return jax.tree.map(jnp.square, grad)
 
   return jax.jit(squared_grad)

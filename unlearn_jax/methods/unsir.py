@@ -1,4 +1,4 @@
-"""UNSIR (Tarun et al., 2023; docs/math.md §UNSIR): error-maximising noise, impair, repair.
+"""UNSIR (Tarun et al., 2023; docs/math.md §5.11): error-maximising noise, impair, repair.
 
 (i) For each forgotten class c learn a noise batch N_c maximising its CE:
     min_N −CE(θ_o(N), c) + ρ·mean_i ‖N_i‖², Adam; (ii) impair: CE on copies of the noise
