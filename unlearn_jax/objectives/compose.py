@@ -32,6 +32,8 @@ from unlearn_jax.models import Model
 
 @dataclasses.dataclass(frozen=True)
 class Outputs:
+  """A forward pass: penultimate ``features`` [B, d] and ``logits`` [B, C]."""
+
   features: jax.Array
   logits: jax.Array
 
