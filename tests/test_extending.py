@@ -39,7 +39,7 @@ def test_the_tutorials_method_runs_from_its_own_file(tmp_path, data_dir):
   assert run.returncode == 0, run.stderr[-3000:]
   results = json.loads((tmp_path / "runs" / "my_experiment" / "results.json").read_text())
   assert list(results["models"]) == ["original", "spotter", "spotter_contract"]
-  assert results["config"]["hparams"]["spotter_contract"] == {"lambda3": 0.5}
+  assert results["config"]["hparams"]["spotter_contract"] == {"lambda3": 0.5, "epochs": 2}
   rows = (tmp_path / "runs" / "my_experiment" / "results.md").read_text()
   assert "| spotter_contract |" in rows
   # The contraction term ran: the two methods' forget-set feature norms differ.
