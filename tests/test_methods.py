@@ -48,7 +48,23 @@ def _unlearned(name, original, splits, results):
 def test_unknown_method_lists_the_known_ones():
   with pytest.raises(ValueError, match="method: unknown method 'gd'; known: bad_teacher, "):
     get_method("gd")
-  assert len(METHODS) == 17
+
+
+def test_every_method_module_registers_itself_with_its_metadata():
+  """Each module of methods/ but the shared ones registers what it builds (so a new method is
+  one file); every method resolves every known profile and names its data and purpose."""
+  import pkgutil
+
+  import unlearn_jax.methods as package
+  from unlearn_jax.methods import known_profiles
+  modules = {m.name for m in pkgutil.iter_modules(package.__path__)} - {"registry", "common"}
+  registered = {METHODS[n].build.__module__.rsplit(".", 1)[1] for n in METHODS}
+  assert registered == modules
+  assert set(known_profiles()) == {"small", "resnet18", "fashion_mnist"}
+  for name, method in METHODS.items():
+    assert method.description and method.reads <= {"forget", "retain"}, name
+    for profile in known_profiles():
+      assert set(method.hparams(profile)) == set(method.defaults), (name, profile)
 
 
 def test_unknown_hyper_parameter_and_profile():
