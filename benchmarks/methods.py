@@ -2,7 +2,7 @@
 
 For each method: its ``small`` (digits) or ``fashion_mnist`` profile's plan run once from a
 trained original (class 0 forgotten)
-through :func:`unlearn_jax.training.unlearn.unlearn`; the wall time counts everything the method
+through :func:`unlearn_jax.unlearning.unlearn`; the wall time counts everything the method
 does (plan building — perturbed sets, saliency masks, FGSM relabelling, noise — steps and
 finalize) and includes compilation; steps/s divides the optimiser steps by it. ``--epochs`` caps
 every method's epochs (the full run's time is then projected from steps/s).
@@ -24,16 +24,16 @@ import jax  # noqa: E402
 from unlearn_jax.data.datasets import load_dataset  # noqa: E402
 from unlearn_jax.data.splits import ForgetSpec, make_splits  # noqa: E402
 from unlearn_jax.evaluation.outputs import accuracy  # noqa: E402
-from unlearn_jax.methods import METHODS, Original, get_method  # noqa: E402
-from unlearn_jax.methods.base import UnlearningData  # noqa: E402
+from unlearn_jax.methods import METHODS, Original, UnlearningData, get_method  # noqa: E402
+from unlearn_jax.methods import method_data as data_for  # noqa: E402
 from unlearn_jax.models import make_model  # noqa: E402
 from unlearn_jax.optim import Recipe  # noqa: E402
 from unlearn_jax.training.classifier import train_classifier  # noqa: E402
-from unlearn_jax.training.unlearn import method_data, unlearn  # noqa: E402
+from unlearn_jax.unlearning import unlearn  # noqa: E402
 
 
 def planned_steps(name: str, config, original: Original, data: UnlearningData) -> int:
-  return sum(b.num_steps for b in get_method(name).build(config, original, data, 0).blocks)
+  return get_method(name).build(config, original, data, 0).num_steps
 
 
 def main() -> None:
@@ -60,20 +60,19 @@ def main() -> None:
         f"{'full_steps':>10s} {'full_s(proj)':>12s}")
   for name in args.methods.split(","):
     method = get_method(name)
-    default = method.config(profile)
-    config = default
-    if cap and "epochs" in default and default.epochs > cap:
-      config = method.config(profile, epochs=cap)
-    capped = config is not default
+    default = method.hparams(profile)
+    capped = bool(cap and "epochs" in default and default.epochs > cap)
     try:
-      result = unlearn(method, original, splits, seed=0, config=config, progress=False)
+      result = unlearn(method, original, splits, seed=0, profile=profile,
+                       hparams={"epochs": cap} if capped else None, progress=False)
     except FloatingPointError as e:
       print(f"{name:20s} failed: {e}", flush=True)
       continue
     steps = int(result.history[-1]["step"]) if result.history else 0
     rate = steps / result.seconds if steps else float("nan")
     forget = accuracy(model, result.params, result.model_state, splits.forget)
-    full = planned_steps(name, default, original, method_data(method, splits)) if capped else steps
+    seen = data_for(method, splits.forget, splits.retain, splits.forget_classes, data.num_classes)
+    full = planned_steps(name, default, original, seen) if capped else steps
     projected = full / rate if capped and steps else result.seconds
     print(f"{name:20s} {steps:7d} {result.seconds:8.1f} {rate:8.1f} {forget:8.1f} {full:10d} "
           f"{projected:12.0f}", flush=True)

@@ -1,5 +1,5 @@
 """Models per second: a population trained as one vmapped program vs the same models one after
-another (populations.md; the challenge scorer trains its 1,024 models sequentially).
+another (docs/math.md §7; the challenge scorer trains its 1,024 models sequentially).
 
 The work: ``--models`` digits MLPs (or ``--model small_cnn``), each on its own balanced half of
 the 1,437 training digits, ``--epochs`` epochs of Adam, batch 64 — the originals of U-LiRA. Timed,
@@ -32,12 +32,12 @@ import numpy as np  # noqa: E402
 from unlearn_jax import seeding  # noqa: E402
 from unlearn_jax.data.datasets import load_dataset  # noqa: E402
 from unlearn_jax.data.memberships import balanced_masks  # noqa: E402
-from unlearn_jax.methods.finetune import classifier_plan  # noqa: E402
 from unlearn_jax.models import make_model  # noqa: E402
 from unlearn_jax.optim import Recipe  # noqa: E402
 from unlearn_jax.populations import train_population  # noqa: E402
 from unlearn_jax.training import sharding  # noqa: E402
-from unlearn_jax.training.classifier import train_classifier  # noqa: E402
+from unlearn_jax.training.classifier import classifier_plan, train_classifier  # noqa: E402
+from unlearn_jax.training.execute import block_objective, prepare  # noqa: E402
 from unlearn_jax.training.state import create_train_state  # noqa: E402
 from unlearn_jax.training.step import make_train_step  # noqa: E402
 
@@ -46,19 +46,18 @@ def sequential_one_step(model, data, masks, recipe, seeds):
   """Every model with one compiled step (the plans' own batches, keys and progress)."""
   plans = [classifier_plan(model, data.subset(np.flatnonzero(m)), recipe, s)
            for m, s in zip(masks, seeds, strict=True)]
-  step = jax.jit(make_train_step(plans[0].blocks[0].phase.objective, plans[0].tx),
+  step = jax.jit(make_train_step(block_objective(plans[0], plans[0].blocks[0]), plans[0].tx),
                  donate_argnums=(0,))
   first = None
   for plan, seed in zip(plans, seeds, strict=True):
     state = jax.tree.map(jax.numpy.copy, create_train_state(plan.params, plan.model_state,
                                                             plan.tx))
     key = seeding.device_key(seed, "steps")
-    total = sum(b.num_steps for b in plan.blocks)
-    done = 0
-    for block in plan.blocks:
-      for i in range(block.num_steps):
-        batch = {**block.batch_fn(i), "progress": np.float32(done / total)}
-        state, _ = step(state, batch, key, plan.frozen)
+    prepared, done = prepare(plan), 0
+    for block, position, n in prepared.schedule:
+      for i in range(n):
+        batch = prepared.batch(block, position + i, done, plan.num_steps)
+        state, _ = step(state, batch, key, prepared.frozen)
         done += 1
     jax.block_until_ready(state)
     first = state.params if first is None else first

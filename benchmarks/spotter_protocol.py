@@ -65,7 +65,7 @@ from unlearn_jax.models import make_model  # noqa: E402
 from unlearn_jax.optim import Recipe  # noqa: E402
 from unlearn_jax.training.classifier import train_classifier  # noqa: E402
 from unlearn_jax.training.loop import Hook  # noqa: E402
-from unlearn_jax.training.unlearn import unlearn  # noqa: E402
+from unlearn_jax.unlearning import unlearn  # noqa: E402
 
 REFERENCE_S = 87.0  # the Spotter reference's PyTorch code, same work, 2 threads (issue 8's CPU)
 TARGET_SPEEDUP = 2.0
@@ -193,7 +193,7 @@ def torch_side(original: Original, data, splits, seed: int, jax_total: float) ->
   print(f"PyTorch {torch.__version__}, {torch.get_num_threads()} threads, the same protocol "
         f"(teacher forward in every step, as the reference code); load average "
         f"{load_average()}", flush=True)
-  config = get_method("spotter").config("fashion_mnist")
+  config = get_method("spotter").hparams("fashion_mnist")
   times, results = protocol(original.params, data.mean, data.std, splits, FORGET_CLASS,
                             data.num_classes, seed, config)
   total = print_parts("PyTorch part", times)

@@ -244,7 +244,7 @@ def protocol(teacher_params, mean, std, splits, forget_class: int, num_classes: 
   times["OU sets (PGD + Gaussian)"] = since(start)
   start = clocks()
   near, _ = perturbed(teacher, x, y, generator,
-                      PerturbationConfig(**config.perturbation.to_dict()))
+                      PerturbationConfig(**config.perturbation))
   times["Spotter: its PGD set"] = since(start)
   start = clocks()
   student = spotter(teacher, x, y, near, forget_mask, generator, config)

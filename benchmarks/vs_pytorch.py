@@ -5,23 +5,24 @@ One process times the steps at batch 128 on Fashion-MNIST images (28×28×1):
 * CE: ours is the library's ``make_train_step(classifier_objective(small_cnn), sgd(0.01, momentum
   0.9))``; PyTorch's is the same model (conv32-relu-pool-conv64-relu-pool-dense128-relu-head,
   normalisation inside), cross-entropy and ``torch.optim.SGD``.
-* Spotter: ours is the step of ``phase("spotter", model, spotter_terms(), bn_train=False)``
-  with the ``fashion_mnist`` profile's optimiser (SGD lr 1e-4, momentum 0.9, weight decay 5e-4)
-  and the frozen teacher in ``frozen`` as the runner passes it; a forget batch of 128 images of
-  class 0 and a perturbed batch of 128. PyTorch's step runs the teacher under ``no_grad`` on both
+* Spotter: ours is the step of the spotter method's block (``spotter_terms()``, batch norm
+  frozen) with the ``fashion_mnist`` profile's optimiser (SGD lr 1e-4, momentum 0.9, weight
+  decay 5e-4) and the frozen teacher in ``frozen``; a forget batch of 128 images of class 0 and
+  a perturbed batch of 128. PyTorch's step runs the teacher under ``no_grad`` on both
   batches, takes masked-softmax targets (class 0 removed), KL(p̃ ‖ p) on both batches,
   dispersion (mean same-label off-diagonal cosine of L2-normalised penultimate features, one Gram
   matrix), weights 0.7 / 0.3 / 1.0, and the same SGD.
 * Spotter, targets given: the same step with the teacher's outputs on both batches computed once
   beforehand, as the ``spotter`` method runs it (its teacher is frozen and in eval mode, so they
-  are constants): ours reads them from the batch (``teacher_outputs``), PyTorch's takes the
+  are constants): ours reads them from the batch (``execute.teacher_outputs``), PyTorch's takes
+  the
   precomputed masked targets. Also printed: the method's step against the PyTorch step above
   (the reference implementation runs the teacher every step).
 * Spotter, given, 1 program: the same step compiled as one program over both streams
   (``split_streams=False``, the accelerator default), to show what splitting buys on CPU.
 
-Ours runs as the library runs it: ``execute.phase_step`` (state donated; on CPU a two-stream
-phase runs each stream's gradient as its own program, then one update) with the
+Ours runs as the library runs it: ``execute.block_step`` (state donated; on CPU a two-stream
+block runs each stream's gradient as its own program, then one update) with the
 batch split over one host-platform CPU device per core (the script sets
 ``--xla_force_host_platform_device_count`` to ``os.cpu_count()`` unless XLA_FLAGS already does);
 PyTorch runs with ``torch.set_num_threads(os.cpu_count())``.
@@ -70,22 +71,16 @@ from torch_reference import (  # noqa: E402  (benchmarks/, on the path when run 
 )
 
 from unlearn_jax.data.datasets import ArrayDataset, load_dataset  # noqa: E402
-from unlearn_jax.methods import Original, get_method  # noqa: E402
-from unlearn_jax.methods.base import (  # noqa: E402
-  Phase,
-  UnlearningData,
-  frozen_context,
-  optimizer,
-  phase,
-  teacher_outputs,
-)
+from unlearn_jax.methods import get_method  # noqa: E402
+from unlearn_jax.methods.common import optimizer  # noqa: E402
 from unlearn_jax.methods.spotter import spotter_terms, spotter_weights  # noqa: E402
 from unlearn_jax.models import make_model  # noqa: E402
-from unlearn_jax.objectives import make_objective  # noqa: E402
+from unlearn_jax.objectives import make_objective, terms  # noqa: E402
 from unlearn_jax.objectives.classifier import WEIGHTS, classifier_objective  # noqa: E402
 from unlearn_jax.optim import make_optimizer  # noqa: E402
 from unlearn_jax.training import sharding  # noqa: E402
-from unlearn_jax.training.execute import phase_step  # noqa: E402
+from unlearn_jax.training.execute import block_step, teacher_outputs  # noqa: E402
+from unlearn_jax.training.plan import Block, Data, Plan  # noqa: E402
 from unlearn_jax.training.state import create_train_state  # noqa: E402
 
 BATCH = 128
@@ -196,26 +191,28 @@ def main(argv=None) -> None:
   compare("CE", ce_objective, params, ce_batch, ce_frozen, ce_torch, ce_loss)
 
   # Spotter step: a forget batch of one class and a perturbed batch of other images of it.
-  config = get_method("spotter").config("fashion_mnist")
+  config = get_method("spotter").hparams("fashion_mnist")
   forget = np.flatnonzero(data.train.labels == FORGET_CLASS)
   xf = data.train.images[forget[:BATCH]]
   xp = np.clip(data.train.images[forget[BATCH:2 * BATCH]]
                + rng.uniform(-8 / 255, 8 / 255, xf.shape).astype(np.float32), 0.0, 1.0)
   yf = data.train.labels[forget[:BATCH]]
   sp_batch = {"forget": _stream(xf, yf), "perturbed": _stream(xp, yf), "progress": np.float32(0)}
-  terms = spotter_terms()
-  info = UnlearningData(None, None, (FORGET_CLASS,), data.num_classes)
-  sp_frozen = frozen_context(Original(model, teacher_params, {}), info,
-                             spotter_weights(config.lambda1, config.lambda2), terms)
+  sp_terms = spotter_terms()
+  forget_mask = np.arange(data.num_classes) == FORGET_CLASS
+  sp_weights = spotter_weights(config.lambda1, config.lambda2)
+  sp_frozen = {"weights": {k: jnp.float32(v) for k, v in sp_weights.items()},
+               "teachers": {"original": (teacher_params, {})},
+               "forget_mask": jnp.asarray(forget_mask)}
   sp_tx = optimizer(config)
-  sp_objective = make_objective(model, terms, bn_train=False)
+  sp_objective = make_objective(model, sp_terms, bn_train=False)
   sp_torch = TorchSmallCNN(params, data.mean, data.std)
   teacher = TorchSmallCNN(teacher_params, data.mean, data.std).eval().requires_grad_(False)
   weights = {k: float(v) for k, v in sp_frozen["weights"].items()}
   sp_torch_batch = {"xf": torch.from_numpy(xf.transpose(0, 3, 1, 2).copy()),
                     "xp": torch.from_numpy(xp.transpose(0, 3, 1, 2).copy()),
                     "yf": torch.from_numpy(yf.astype(np.int64)),
-                    "forget_mask": torch.from_numpy(np.asarray(info.forget_mask))}
+                    "forget_mask": torch.from_numpy(forget_mask)}
 
   def sp_loss(m):
     return torch_spotter_loss(m, torch_spotter_targets(teacher, sp_torch_batch), sp_torch_batch,
@@ -236,18 +233,27 @@ def main(argv=None) -> None:
   compare("targets", sp_objective, params, given_batch, sp_frozen, given_torch, given_loss)
 
   runs, compile_s = {}, {}
-  sp_phase = phase("spotter", model, terms, bn_train=False)
-  for name, ph, tx, batch, frozen, split in (
-      ("CE", Phase("train", ce_objective), ce_tx, ce_batch, ce_frozen, None),
-      ("Spotter", sp_phase, sp_tx, sp_batch, sp_frozen, None),
-      ("Spotter, targets given", sp_phase, sp_tx, given_batch, sp_frozen, None),
-      (ONE_PROGRAM, sp_phase, sp_tx, given_batch, sp_frozen, False)):
+  ce_block = Block("train", {"ce": terms.cross_entropy("train")})
+  ce_plan = Plan(model, params, {}, ce_tx, {"train": Data(ArrayDataset(images, labels), BATCH)},
+                 [ce_block], WEIGHTS, 0)
+  sp_block = Block("spotter", sp_terms, driver="forget", bn_train=False)
+  sp_plan = Plan(model, params, {}, sp_tx,
+                 {s: Data(ArrayDataset(sp_batch[s]["image"], yf), BATCH)
+                  for s in ("forget", "perturbed")},
+                 [sp_block], sp_weights, 0, teachers={"original": (teacher_params, {})},
+                 forget_mask=forget_mask)
+  for name, plan, block, batch, frozen, split in (
+      ("CE", ce_plan, ce_block, ce_batch, ce_frozen, None),
+      ("Spotter", sp_plan, sp_block, sp_batch, sp_frozen, None),
+      ("Spotter, targets given", sp_plan, sp_block, given_batch, sp_frozen, None),
+      (ONE_PROGRAM, sp_plan, sp_block, given_batch, sp_frozen, False)):
+    tx = plan.tx
     # A fresh copy: the step donates its state, which must not alias ``params``.
     state = jax.tree.map(jnp.copy, sharding.replicate(create_train_state(params, {}, tx), mesh))
     placed = sharding.shard_leading(batch, mesh)
     key = sharding.replicate(jax.random.key(1), mesh)
     frozen = sharding.replicate(frozen, mesh)
-    step = phase_step(ph, tx, mesh, split_streams=split)
+    step = block_step(plan, block, mesh, split_streams=split)
     start = time.perf_counter()
     state, _ = step(state, placed, key, frozen)
     jax.block_until_ready(state)

@@ -1,4 +1,4 @@
-"""Digits, the NeurIPS 2023 Machine Unlearning Challenge's forgetting score (populations.md §1, §5):
+"""Digits, the NeurIPS 2023 Machine Unlearning Challenge's forgetting score (docs/math.md §7.2):
 an MLP original on the 1,437 training digits, 200 random examples forgotten, M = 512 unlearned
 models per method (from that original, own seeds) against M = 512 retrained ones (own seeds);
 forgetting quality F, the final score and ε per example for each method.

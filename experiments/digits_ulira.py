@@ -1,4 +1,4 @@
-"""Digits, U-LiRA with the population U-MIAs P1 and P2 and LiRA (populations.md §3–5): M = 256
+"""Digits, U-LiRA with the population U-MIAs P1 and P2 and LiRA (docs/math.md §7.3–§7.5): M = 256
 MLPs on balanced halves of the 1,437 training digits; each unlearns its own half of a target set
 T with every method; per method U-LiRA (per-example Gaussians), P2 (one threshold on the same
 samples) and P1 (loss attack), with per-example vulnerability.

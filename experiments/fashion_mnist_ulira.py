@@ -1,4 +1,4 @@
-"""Fashion-MNIST, U-LiRA with P1, P2 and LiRA (populations.md §5): pool = 10,000 training images
+"""Fashion-MNIST, U-LiRA with P1, P2 and LiRA (docs/math.md §7.5): pool = 10,000 training images
 (stratified), utility = the official test set, T = 1,000 random pool examples, M = 64 MLPs (the
 minimum; the spec's 128 with --config.population.models=128). Reduced epochs: originals train 5
 epochs (batch 128); the methods use their ``fashion_mnist`` profile (GA and NegGrad+ without their

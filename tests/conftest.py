@@ -13,6 +13,10 @@ import pytest  # noqa: E402
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
+# Scripts that tests run in processes of their own; --doctest-modules would import them here,
+# and their import sets XLA flags of their own.
+collect_ignore_glob = ["*_check.py"]
+
 
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory):
@@ -53,7 +57,7 @@ def digits_class0(digits):
 def digits_ga(digits_model, digits_original, digits_class0):
   """The original unlearned by the library's gradient ascent (until Acc(D_f) ≤ 5%)."""
   from unlearn_jax.methods import Original
-  from unlearn_jax.training.unlearn import unlearn
+  from unlearn_jax.unlearning import unlearn
   result = unlearn("ga", Original(digits_model, *digits_original), digits_class0, seed=0,
                    progress=False)
   return result.params, result.model_state

@@ -1,4 +1,4 @@
-"""The challenge forgetting score (populations.md §1): the vectorised ε equals a direct
+"""The challenge forgetting score (docs/math.md §7.2): the vectorised ε equals a direct
 per-example, per-threshold loop, and the score's properties (argument order, far populations,
 peakiness guard, matching populations, buckets, the final score) and bad inputs."""
 
@@ -14,7 +14,7 @@ ONES = (np.ones(4), np.ones(4))
 
 
 def _direct_epsilons(unlearned, retrained, delta=1e-5):
-  """§1 written as loops: one example, one threshold at a time, plain Python counts."""
+  """docs/math.md §7.2 as loops: one example, one threshold at a time, plain Python counts."""
   out = []
   for j in range(unlearned.shape[1]):
     u, r = list(unlearned[:, j]), list(retrained[:, j])

@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 
 from unlearn_jax import cli, runner
+from unlearn_jax import unlearning as unlearn_lib
 from unlearn_jax.checkpoint import Checkpointer
 from unlearn_jax.config import load_config
+from unlearn_jax.methods import METHODS
 from unlearn_jax.report import columns
-from unlearn_jax.training import unlearn as unlearn_lib
 from unlearn_jax.training.loop import Hook
 
 ALL_CONFIGS = sorted(pathlib.Path(__file__).parents[1].joinpath("experiments").glob("*.py"))
@@ -46,7 +47,7 @@ def test_digits_run_writes_json_table_and_plots(quick_run):
   assert set(results) >= {"config", "seed", "hardware", "versions", "splits", "forget_classes",
                           "models", "noise_floor", "wall_seconds"}
   methods = list(results["config"]["methods"])
-  assert len(methods) == 17 and list(results["models"]) == ["original", *methods]
+  assert set(methods) == set(METHODS) and list(results["models"]) == ["original", *methods]
   for name, row in results["models"].items():
     for _, key, _ in columns():
       assert key in row["metrics"] or key in ("inversion/psnr",), (name, key)
@@ -229,11 +230,11 @@ def _tiny_dataset(name):
 def test_every_config_builds_its_first_steps_with_tiny_shapes(path, monkeypatch):
   """Data stand-ins of the config's shapes (10 images per class), ResNet-18 at width 1/16 and
   batch 8: the original's step and every method's first step are built and traced."""
-  from unlearn_jax.methods import Original, get_method
+  from unlearn_jax.methods import Original, get_method, method_data
   from unlearn_jax.objectives.classifier import classifier_objective
+  from unlearn_jax.training.execute import block_objective, prepare
   from unlearn_jax.training.state import create_train_state
   from unlearn_jax.training.step import make_train_step
-  from unlearn_jax.training.unlearn import method_data
 
   config = load_config(str(path))
   tiny = _tiny_dataset(config.data.name)
@@ -252,15 +253,17 @@ def test_every_config_builds_its_first_steps_with_tiny_shapes(path, monkeypatch)
   original = Original(exp.model, *exp.model.init(jax.random.key(1)))
   for name in config.methods:
     method = get_method(name)
+    defaults = method.hparams(config.profile)
     overrides = {k: 8 for k in ("batch_size", "forget_batch_size", "impair_batch_size",
-                                "noise_batch") if k in method.config(config.profile)}
-    overrides |= {k: 1 for k in ("noise_copies", "noise_steps") if k in method.config(
-        config.profile)}
-    plan = method.build(method.config(config.profile, **overrides), original,
-                        method_data(method, exp.splits), 0)
+                                "noise_batch") if k in defaults}
+    overrides |= {k: 1 for k in ("noise_copies", "noise_steps") if k in defaults}
+    splits = exp.splits
+    plan = method.build(method.hparams(config.profile, overrides), original,
+                        method_data(method, splits.forget, splits.retain, splits.forget_classes,
+                                    tiny.num_classes), 0)
     first = create_train_state(plan.params, plan.model_state, plan.tx)
     if plan.blocks:
-      block = plan.blocks[0]
-      jax.eval_shape(make_train_step(block.phase.objective, plan.tx), first,
-                     {**block.batch_fn(0), "progress": np.float32(0)}, jax.random.key(0),
-                     plan.frozen)
+      prepared = prepare(plan)
+      block, position, _ = prepared.schedule[0]
+      jax.eval_shape(make_train_step(block_objective(plan, block), plan.tx), first,
+                     prepared.batch(block, position, 0, 1), jax.random.key(0), prepared.frozen)

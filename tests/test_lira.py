@@ -1,5 +1,5 @@
-"""LiRA, U-LiRA, P1 and P2 (populations.md §3–4): the §6 checks on a real population of 32 digits
-MLPs (Retrain ≈ 0.5, no unlearning clearly above, U-LiRA ≥ P2, swapping IN/OUT gives 1 − AUC,
+"""LiRA, U-LiRA, P1 and P2 (docs/math.md §7.3–§7.5): the §7.6 checks on a real population of 32
+digits MLPs (Retrain ≈ 0.5, no unlearning clearly above, U-LiRA ≥ P2, swapping IN/OUT gives 1 − AUC,
 random relabelling ≈ 0.5), the σ rules, skipped examples, and the population runner end to end.
 
 Noise: a target is attacked on its 100 forgotten and 100 never-seen examples, so one target's
@@ -177,7 +177,7 @@ def test_population_runner_end_to_end_and_cached(tmp_path, data_dir):
     assert (tmp_path / "out" / plot).stat().st_size > 5_000
     table = (tmp_path / "out" / "results.md").read_text()
     assert "nan" not in table.lower() and "| ft |" in table and "Excluded: spotter" in table
-    assert ("Checks (populations.md §6)" in table) == (config.protocol == "ulira")
+    assert ("Checks (docs/math.md §7.6)" in table) == (config.protocol == "ulira")
     assert json.loads((tmp_path / "out" / "results.json").read_text())["sizes"]["models"] == 8
     assert len(np.load(tmp_path / "out" / "populations" / "ft.npz")["seeds"]) == 8
   again = population_runner.run_population_experiment(config)  # every chunk restored

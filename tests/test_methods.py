@@ -10,9 +10,11 @@ import pytest
 
 from unlearn_jax.data.splits import ForgetSpec, make_splits
 from unlearn_jax.evaluation.outputs import accuracy, model_outputs
-from unlearn_jax.methods import METHODS, Original, UnlearningData, get_method
-from unlearn_jax.methods.finetune import last_blocks_mask, saliency_mask
-from unlearn_jax.training.unlearn import method_data, unlearn
+from unlearn_jax.methods import METHODS, Original, UnlearningData, get_method, method_data
+from unlearn_jax.methods.last_k import last_blocks_mask
+from unlearn_jax.methods.salun import saliency_mask
+from unlearn_jax.training.execute import execute_plan, prepare
+from unlearn_jax.unlearning import unlearn
 
 # Must reach ≤ 5% forget-train accuracy with kept-class test accuracy within 3 points.
 STRICT = ("spotter", "opc", "ga", "rl", "salun", "scrub", "neggrad_plus", "boundary_shrink")
@@ -33,6 +35,10 @@ def results(original, splits):
   return {}
 
 
+def _data(method, splits):
+  return method_data(method, splits.forget, splits.retain, splits.forget_classes, 10)
+
+
 def _unlearned(name, original, splits, results):
   if name not in results:
     results[name] = unlearn(name, original, splits, seed=0, progress=False)
@@ -42,14 +48,48 @@ def _unlearned(name, original, splits, results):
 def test_unknown_method_lists_the_known_ones():
   with pytest.raises(ValueError, match="method: unknown method 'gd'; known: bad_teacher, "):
     get_method("gd")
-  assert len(METHODS) == 17
+
+
+def test_every_method_module_registers_itself_with_its_metadata():
+  """Each module of methods/ but the shared ones registers what it builds (so a new method is
+  one file); every method resolves every known profile and names its data and purpose."""
+  import pkgutil
+
+  import unlearn_jax.methods as package
+  from unlearn_jax.methods import known_profiles
+  modules = {m.name for m in pkgutil.iter_modules(package.__path__)} - {"registry", "common"}
+  registered = {METHODS[n].build.__module__.rsplit(".", 1)[1] for n in METHODS}
+  assert registered == modules
+  assert set(known_profiles()) == {"small", "resnet18", "fashion_mnist"}
+  for name, method in METHODS.items():
+    assert method.description and method.reads <= {"forget", "retain"}, name
+    for profile in known_profiles():
+      assert set(method.hparams(profile)) == set(method.defaults), (name, profile)
 
 
 def test_unknown_hyper_parameter_and_profile():
-  with pytest.raises(ValueError, match="methods.spotter.lambda3: unknown hyper-parameter"):
-    get_method("spotter").config("small", lambda3=1.0)
+  with pytest.raises(ValueError, match="hparams.spotter.lambda3: unknown hyper-parameter"):
+    get_method("spotter").hparams("small", {"lambda3": 1.0})
   with pytest.raises(ValueError, match="profile: 'large' unknown"):
-    get_method("spotter").config("large")
+    get_method("spotter").hparams("large")
+  with pytest.raises(ValueError, match=r"hparams.spotter.perturbation.epz: unknown"):
+    get_method("spotter").hparams("small", {"perturbation": {"epz": 0.1}})
+
+
+def test_hyper_parameters_are_typed_and_profiles_merge():
+  spotter = get_method("spotter")
+  with pytest.raises(ValueError, match=r"config.hparams.spotter.epochs: '3' is a str; expected "
+                                       r"int \(default 10\)"):
+    spotter.hparams("small", {"epochs": "3"}, field="config.hparams.spotter")
+  hp = spotter.hparams("small", {"learning_rate": 1, "perturbation": {"eps": 0.1}})
+  assert hp.learning_rate == 1.0 and isinstance(hp.learning_rate, float)
+  assert hp.perturbation.eps == 0.1 and hp.perturbation.kind == "pgd"  # nested dicts merge
+  ga = get_method("ga")
+  assert ga.hparams("small").stop_forget_accuracy == 5.0
+  assert ga.hparams("resnet18").batch_size == 256
+  assert ga.hparams("small", {"stop_forget_accuracy": None}).stop_forget_accuracy is None
+  assert get_method("opc").hparams("fashion_mnist").to_dict() == {
+      **get_method("opc").hparams("small").to_dict(), "epochs": 2, "batch_size": 128}
 
 
 @pytest.mark.parametrize("name, overrides, message", [
@@ -61,13 +101,13 @@ def test_unknown_hyper_parameter_and_profile():
 def test_bad_weights_are_rejected_before_training(original, splits, name, overrides, message):
   method = get_method(name)
   with pytest.raises(ValueError, match=message):
-    method.build(method.config("small", **overrides), original, method_data(method, splits), 0)
+    method.build(method.hparams("small", overrides), original, _data(method, splits), 0)
 
 
 def test_method_needing_retain_data_given_none(original, splits):
   data = UnlearningData(splits.forget, None, (0,), 10)
   with pytest.raises(ValueError, match="method 'ft' needs retain data, but none was given"):
-    get_method("ft").build(get_method("ft").config(), original, data, 0)
+    get_method("ft").build(get_method("ft").hparams(), original, data, 0)
 
 
 class Tripwire:
@@ -84,11 +124,13 @@ class Tripwire:
 def test_forget_only_methods_never_see_retain_data(original, splits, name):
   method = get_method(name)
   assert method.reads == frozenset({"forget"})
-  assert method_data(method, splits).retain is None
-  data = dataclasses.replace(method_data(method, splits), retain=Tripwire())
-  plan = method.build(method.config(), original, data, 0)
-  for block in plan.blocks[:2]:
-    assert set(block.batch_fn(0)) <= {"forget", "perturbed"}
+  assert _data(method, splits).retain is None
+  data = dataclasses.replace(_data(method, splits), retain=Tripwire())
+  plan = method.build(method.hparams(), original, data, 0)
+  assert set(plan.data) <= {"forget", "perturbed"}
+  prepared = prepare(plan)
+  for block, position, _ in prepared.schedule[:2]:
+    assert set(prepared.batch(block, position, 0, 1)) <= {"forget", "perturbed", "progress"}
 
 
 @pytest.mark.parametrize("name", sorted(METHODS))
@@ -109,7 +151,7 @@ def test_digits_class_zero(original, splits, results, name, digits_model):
 @pytest.mark.parametrize("name", sorted(set(METHODS) - {"retrain", "ssd"}))
 def test_methods_start_from_the_original_model(original, splits, name):
   method = get_method(name)
-  plan = method.build(method.config(), original, method_data(method, splits), 0)
+  plan = method.build(method.hparams(), original, _data(method, splits), 0)
   shared = [k for k in original.params if k != "head"]
   if name != "eu_k":
     for k in shared:
@@ -128,14 +170,14 @@ def _bit_identical_where_masked(mask, before, after):
 
 
 def test_salun_and_cf_k_masked_weights_stay_bit_identical(original, splits, results):
-  assert get_method("salun").config().weight_decay > 0 and get_method("salun").config().momentum
+  assert get_method("salun").hparams().weight_decay > 0 and get_method("salun").hparams().momentum
   salun = _unlearned("salun", original, splits, results)
   assert len(salun.history) and salun.history[-1]["step"] >= 20
   mask = saliency_mask(original, splits.forget, 0.5)
   frozen_ok, moved = _bit_identical_where_masked(mask, original.params, salun.params)
   assert frozen_ok and moved
-  config = get_method("cf_k").config(weight_decay=5e-4, momentum=0.9)
-  cf_k = unlearn("cf_k", original, splits, seed=0, config=config, progress=False)
+  cf_k = unlearn("cf_k", original, splits, seed=0, progress=False,
+                 hparams={"weight_decay": 5e-4, "momentum": 0.9})
   assert cf_k.history[-1]["step"] >= 20
   mask = last_blocks_mask(original.model, original.params, 2)
   frozen_ok, moved = _bit_identical_where_masked(mask, original.params, cf_k.params)
@@ -161,10 +203,13 @@ def test_one_program_per_stream_equals_one_program(original, splits, results):
   one program over both: the same model up to float reassociation."""
   split = _unlearned("opc", original, splits, results)
   assert len(split.history) and split.seconds > 0
-  one = unlearn("opc", original, splits, seed=0, progress=False, split_streams=False)
-  for a, b in zip(jax.tree.leaves(one.params), jax.tree.leaves(split.params), strict=True):
+  method = get_method("opc")
+  plan = method.build(method.hparams(), original, _data(method, splits), 0)
+  one, _ = execute_plan(plan, key=jax.random.key(0), progress=False, split_streams=False)
+  two, _ = execute_plan(plan, key=jax.random.key(0), progress=False, split_streams=True)
+  for a, b in zip(jax.tree.leaves(one.params), jax.tree.leaves(two.params), strict=True):
     np.testing.assert_allclose(a, b, atol=1e-4)
-  moved = max(float(np.max(np.abs(a - b))) for a, b in zip(
+  moved = max(float(np.max(np.abs(np.asarray(a) - b))) for a, b in zip(
       jax.tree.leaves(one.params), jax.tree.leaves(original.params), strict=True))
   assert moved > 1e-2
 
@@ -179,18 +224,18 @@ def test_class_only_methods_refuse_random_forgetting(original, digits):
 def test_early_stop_ends_gradient_ascent(original, splits, results):
   ga = _unlearned("ga", original, splits, results)
   assert ga.history[-1].get("stopped_early") == 1.0
-  total = get_method("ga").config().epochs * -(-len(splits.forget) // 16)
+  total = get_method("ga").hparams().epochs * -(-len(splits.forget) // 16)
   assert ga.history[-1]["step"] < total
   assert jnp.isfinite(jnp.asarray(ga.history[-2]["loss"]))
 
 
 def test_scrub_skips_remaining_max_steps_once_forgotten(original, splits, digits_model):
   method = get_method("scrub")
-  config = method.config(stop_forget_accuracy=5.0, msteps=6, epochs=6)
-  plan = method.build(config, original, method_data(method, splits), 0)
-  total = sum(b.num_steps for b in plan.blocks)
-  assert max(b.num_steps for b in plan.blocks if b.phase.name == "scrub_max") <= 10
-  result = unlearn(method, original, splits, seed=0, config=config, progress=False)
+  overrides = {"stop_forget_accuracy": 5.0, "msteps": 6, "epochs": 6}
+  plan = method.build(method.hparams("small", overrides), original, _data(method, splits), 0)
+  total = plan.num_steps
+  assert all(b.skip_every == 10 for b in plan.blocks if b.name == "scrub_max")
+  result = unlearn(method, original, splits, seed=0, hparams=overrides, progress=False)
   skipped = [h for h in result.history if "skipped" in h]
   assert skipped and all(h["skipped"] == "scrub_max" for h in skipped)
   assert result.history[-1]["step"] == total  # skipped steps are counted, min passes still run

@@ -4,16 +4,16 @@ import jax
 import jax.flatten_util
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from jax.test_util import check_grads
 
 from unlearn_jax.data.datasets import ArrayDataset
-from unlearn_jax.methods.base import teacher_outputs
 from unlearn_jax.methods.spotter import spotter_terms
 from unlearn_jax.models import make_model
-from unlearn_jax.objectives import losses, make_objective, stream_parts, validate_weights
+from unlearn_jax.objectives import losses, make_objective, with_augmentation
 from unlearn_jax.objectives import terms as T
-from unlearn_jax.objectives.compose import with_augmentation
+from unlearn_jax.training.execute import teacher_outputs
 
 FORGET = jnp.array([True, False, False, True, False])
 
@@ -42,9 +42,9 @@ def test_kl_and_distillation_match_numpy():
     pt = np.asarray(jax.nn.softmax(t / temperature), np.float64)
     ps = np.asarray(jax.nn.softmax(s / temperature), np.float64)
     expected = temperature**2 * np.sum(pt * (np.log(pt) - np.log(ps)), -1)
-    got = losses.distillation(t, s, temperature=temperature)
+    got = losses.distillation(s, t, temperature=temperature)
     np.testing.assert_allclose(got, expected, rtol=1e-4)
-  masked = losses.distillation(t, s, forget_mask=FORGET)
+  masked = losses.distillation(s, t, forget_mask=FORGET)
   pt = np.asarray(losses.masked_softmax(t, FORGET), np.float64)
   ls = np.asarray(jax.nn.log_softmax(s), np.float64)
   with np.errstate(divide="ignore", invalid="ignore"):
@@ -108,7 +108,23 @@ def test_contraction_values_and_zero_gradient_at_the_origin():
 def test_l1_and_masked_mean():
   assert float(losses.l1_norm({"a": jnp.array([-1.0, 2.0]), "b": jnp.array([[3.0]])})) == 6.0
   np.testing.assert_allclose(losses.masked_mean(jnp.array([1.0, 3.0, 100.0]),
-                                                jnp.array([1.0, 1.0, 0.0])), 2.0)
+                                                where=jnp.array([1.0, 1.0, 0.0])), 2.0)
+
+
+def test_axis_and_where_as_in_optax():
+  log_q, p = jax.nn.log_softmax(_logits(1)), jax.nn.softmax(_logits(2))
+  keep = ~FORGET
+  np.testing.assert_allclose(losses.kl_divergence(log_q.T, p.T, axis=0, where=keep[:, None]),
+                             optax.kl_divergence(log_q, p, where=keep), rtol=1e-6)
+  values, where = _logits(3), _logits(4) > 0
+  np.testing.assert_allclose(losses.masked_mean(values, axis=0, where=where),
+                             np.sum(values * where, 0) / np.maximum(np.sum(where, 0), 1), rtol=1e-6)
+  feats, labels = _logits(5, (9, 6)), jnp.array([0, 1, 0, 2, 1, 0, 2, 2, 1])
+  np.testing.assert_allclose(losses.dispersion(feats.T, labels, axis=0),
+                             losses.dispersion(feats, labels), rtol=1e-6)
+  np.testing.assert_allclose(losses.contraction(jnp.array([[3.0, 4.0, 12.0]]),
+                                                where=jnp.array([True, True, False])), [5.0],
+                             atol=1e-5)
 
 
 @pytest.fixture(scope="module")
@@ -218,14 +234,12 @@ def test_teacher_outputs_computed_beforehand_replace_the_teacher_forward(tiny):
     with_augmentation(objective, "forget")(params, state, with_outputs, jax.random.key(0), ctx)
 
 
-def test_stream_parts_sum_to_the_objective(tiny):
-  """One part per stream (ℓ1, reading none, joins the first); the parts' losses, gradients and
-  random draws (each term keeps its key) add up to the full objective's."""
+def test_objectives_over_a_partition_of_streams_sum_to_the_objective(tiny):
+  """One objective per data set (ℓ1, reading none, with the first); their losses, gradients and
+  random draws (each term keeps its key) add up to the whole objective's."""
   model, params, state, batch, frozen = tiny
   terms = {**TERMS, "rl": T.random_label_cross_entropy("forget")}
-  parts = stream_parts(terms)
-  assert parts == (("contraction", "contraction_features_sq", "dispersion", "l1", "masked_kd",
-                    "neg_ce", "neg_kd", "rl"), ("blend_kd",), ("ce", "kd"))
+  parts = [("forget", None), ("mixed",), ("retain",)]
   ctx = {**frozen, "weights": {k: jnp.float32(0.5 + i) for i, k in enumerate(sorted(terms))}}
 
   def value_and_grad(objective):
@@ -233,20 +247,9 @@ def test_stream_parts_sum_to_the_objective(tiny):
         params)
 
   loss, grad = value_and_grad(make_objective(model, terms))
-  split = [value_and_grad(make_objective(model, terms, only=p)) for p in parts]
+  split = [value_and_grad(make_objective(model, terms, streams=p)) for p in parts]
   np.testing.assert_allclose(sum(v for v, _ in split), loss, rtol=1e-6)
   jax.tree.map(lambda a, *b: np.testing.assert_allclose(sum(b), a, rtol=1e-5, atol=1e-6),
                grad, *[g for _, g in split])
-  with pytest.raises(ValueError, match=r"only: \['nope'\] must be a non-empty subset"):
-    make_objective(model, terms, only=("nope",))
-
-
-@pytest.mark.parametrize("weights, message", [
-    ({"ce": -1.0}, r"weights.ce: -1.0 is not allowed"),
-    ({"ce": float("nan")}, r"weights.ce: nan is not allowed"),
-    ({}, r"missing \['ce'\]"),
-    ({"ce": 1.0, "kd": 1.0}, r"unknown \['kd'\]"),
-])
-def test_bad_weights(weights, message):
-  with pytest.raises(ValueError, match=message):
-    validate_weights(weights, {"ce": T.cross_entropy()})
+  with pytest.raises(ValueError, match=r"streams: \['nope'\] select no term"):
+    make_objective(model, terms, streams=("nope",))

@@ -14,17 +14,17 @@ import pytest
 
 from unlearn_jax.checkpoint import Checkpointer, CheckpointMismatchError
 from unlearn_jax.data.batching import Stream
-from unlearn_jax.data.datasets import load_dataset
+from unlearn_jax.data.datasets import ArrayDataset, load_dataset
 from unlearn_jax.evaluation.outputs import accuracy
-from unlearn_jax.methods.base import phase
 from unlearn_jax.models import make_model
 from unlearn_jax.objectives import terms as T
 from unlearn_jax.objectives.classifier import WEIGHTS, classifier_objective
 from unlearn_jax.optim import Recipe, make_optimizer
 from unlearn_jax.training import sharding
 from unlearn_jax.training.classifier import train_classifier, train_classifiers
-from unlearn_jax.training.execute import phase_step
+from unlearn_jax.training.execute import block_step
 from unlearn_jax.training.loop import Hook, NonFiniteLossError
+from unlearn_jax.training.plan import Block, Data, Plan
 from unlearn_jax.training.state import create_train_state
 from unlearn_jax.training.step import make_train_step
 
@@ -147,21 +147,24 @@ def test_split_streams_step_equals_one_program():
                      mean=(0.5,) * 3, std=(0.25,) * 3)
   terms = {"ce": T.cross_entropy("retain"), "neg_ce": T.negated_cross_entropy("forget"),
            "rl": T.random_label_cross_entropy("forget")}
-  ph = phase("test", model, terms)
-  assert len(ph.parts) == 2
   tx = make_optimizer("sgd", learning_rate=0.1, momentum=0.9)
   mesh = sharding.make_mesh(2)
   rng = np.random.default_rng(0)
+  examples = ArrayDataset(rng.uniform(size=(4, 8, 8, 3)).astype(np.float32),
+                          rng.integers(0, 4, 4).astype(np.int32))
+  block = Block("test", terms, driver="retain")
+  weights = {"ce": 1.0, "neg_ce": 0.5, "rl": 0.3}
+  plan = Plan(model, *model.init(jax.random.key(1)), tx,
+              {s: Data(examples, 4) for s in ("forget", "retain")}, [block], weights, 0)
+  assert block.streams == ("forget", "retain")
   batch = sharding.shard_leading(
-      {s: {"image": rng.uniform(size=(4, 8, 8, 3)).astype(np.float32),
-           "label": rng.integers(0, 4, 4), "mask": np.ones(4, np.float32)}
+      {s: {"image": examples.images, "label": examples.labels, "mask": np.ones(4, np.float32)}
        for s in ("forget", "retain")}, mesh)
-  frozen = sharding.replicate({"weights": {"ce": jnp.float32(1.0), "neg_ce": jnp.float32(0.5),
-                                           "rl": jnp.float32(0.3)}}, mesh)
+  frozen = sharding.replicate({"weights": {k: jnp.float32(v) for k, v in weights.items()}}, mesh)
   key = sharding.replicate(jax.random.key(0), mesh)
   runs = []
-  for step in (sharding.jit_sharded(make_train_step(ph.objective, tx), mesh),
-               phase_step(ph, tx, mesh, split_streams=True)):
+  for step in (block_step(plan, block, mesh, split_streams=False),
+               block_step(plan, block, mesh, split_streams=True)):
     state = sharding.replicate(create_train_state(*model.init(jax.random.key(1)), tx), mesh)
     for _ in range(3):
       state, metrics = step(state, batch, key, frozen)

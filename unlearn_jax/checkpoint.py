@@ -21,7 +21,7 @@ from unlearn_jax.training import sharding
 
 
 class CheckpointMismatchError(ValueError):
-  pass
+  """A checkpoint whose parameter tree differs from the model it is restored into."""
 
 
 def config_hash(config: Any) -> str:

@@ -73,6 +73,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+  """The ``unlearn-jax`` command on ``argv`` (default ``sys.argv[1:]``); returns the exit code."""
   argv = sys.argv[1:] if argv is None else argv
   args, unknown = _parser().parse_known_args(argv)
   if args.command in ("run", "train-original", "train-retrain"):

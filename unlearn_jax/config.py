@@ -9,10 +9,12 @@ is an error naming the key.
 import ast
 import importlib.util
 import pathlib
+import sys
 
 import ml_collections
 
 from unlearn_jax.evaluation import registry
+from unlearn_jax.methods import METHODS
 
 EXPERIMENTS_DIR = pathlib.Path(__file__).resolve().parent.parent / "experiments"
 
@@ -63,6 +65,9 @@ def load_config(spec: str, overrides: tuple[str, ...] | list[str] = ()
                 ) -> ml_collections.ConfigDict:
   """Loads ``path[:arg]`` (or a name under ``experiments/``) and applies ``--config.k=v`` items.
 
+  The file runs with its own folder first on ``sys.path``, so it may import modules beside it
+  (e.g. one that registers a method or a metric).
+
   Raises:
     FileNotFoundError: no such config.
     ValueError: a malformed override, an unknown key or a value of the wrong type.
@@ -70,7 +75,11 @@ def load_config(spec: str, overrides: tuple[str, ...] | list[str] = ()
   path, arg = _resolve(spec)
   module_spec = importlib.util.spec_from_file_location(f"unlearn_jax_config_{path.stem}", path)
   module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
+  sys.path.insert(0, str(path.parent.absolute()))  # the file may import modules beside it
+  try:
+    module_spec.loader.exec_module(module)
+  finally:
+    sys.path.remove(str(path.parent.absolute()))
   if not hasattr(module, "get_config"):
     raise ValueError(f"config: {path} defines no get_config(arg=None).")
   config = module.get_config(arg)
@@ -112,15 +121,11 @@ def experiment_defaults() -> ml_collections.ConfigDict:
   # Train them at once (vmapped) or one after another; None: vmapped except on CPU, where XLA
   # runs a vmapped convolution several times slower per model (docs/performance.md).
   c.retrain_vmap = None
-  # A step reading several streams runs one program per stream, then the update; None: on CPU
-  # only, where one program over all streams outgrows the cache (docs/performance.md).
-  c.split_streams = None
-  c.profile = "small"  # methods' hyper-parameter profile: small | resnet18
-  c.methods = ("retrain", "ft", "ga", "neggrad_plus", "rl", "boundary_shrink",
-               "boundary_expanding", "l1_sparse", "salun", "scrub", "bad_teacher", "unsir",
-               "ssd", "cf_k", "eu_k", "spotter", "opc")
+  c.profile = "small"  # methods' hyper-parameter profile: small | resnet18 | fashion_mnist
+  # Every registered method (Retrain first); a method registered before this call is included.
+  c.methods = ("retrain", *(name for name in METHODS if name != "retrain"))
   # Per-method overrides of the profile's hyper-parameters: --config.hparams.spotter.epochs=5.
-  c.hparams = ml_collections.ConfigDict({name: {} for name in c.methods})
+  c.hparams = ml_collections.ConfigDict({name: {} for name in METHODS})
   # One entry per registered metric (evaluation/registry.py): a bool or its settings' defaults,
   # e.g. evaluation.pra.shots; mia and representation (needs Retrain) are bools.
   c.evaluation = ml_collections.ConfigDict(registry.defaults())
@@ -128,7 +133,7 @@ def experiment_defaults() -> ml_collections.ConfigDict:
 
 
 def population_defaults() -> ml_collections.ConfigDict:
-  """The schema of a population experiment (populations.md): the challenge forgetting score
+  """The schema of a population experiment (docs/math.md §7): the challenge forgetting score
   (``protocol="challenge"``) or U-LiRA with P1/P2 and LiRA (``protocol="ulira"``)."""
   c = ml_collections.ConfigDict()
   c.name = "population"
@@ -156,7 +161,7 @@ def population_defaults() -> ml_collections.ConfigDict:
   # (GA, NegGrad+, SCRUB's max steps). GA then runs a fixed 20 epochs: the profile's 100 assume
   # the stop, and without it digits MLPs diverge to NaN from about epoch 50 (measured; not tuned
   # against any attack).
-  c.hparams = ml_collections.ConfigDict({name: {} for name in c.methods})
+  c.hparams = ml_collections.ConfigDict({name: {} for name in METHODS})
   c.hparams.ga = {"stop_forget_accuracy": None, "epochs": 20}
   c.hparams.neggrad_plus = {"stop_forget_accuracy": None}
   c.hparams.scrub = {"stop_forget_accuracy": None}
@@ -169,7 +174,7 @@ def population_defaults() -> ml_collections.ConfigDict:
 
 
 def resnet18_reference(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """ResNet-18 with the Spotter reference code's recipe (papers.md §2.3) and the published
+  """ResNet-18 with the Spotter reference code's recipe (docs/math.md §1.3) and the published
   (``resnet18``) method profile: SGD 0.1, momentum 0, wd 5e-4, 200 epochs, ×0.2 at epochs
   60/120/160, batch 128, random crop + flip; Geiping et al.'s gradient-inversion settings."""
   c.model.name = "resnet18"

@@ -13,6 +13,8 @@ import optax
 
 
 class MaskState(NamedTuple):
+  """Optimiser state of :func:`mask_updates`: the fixed mask."""
+
   mask: Any  # pytree of {0, 1} arrays shaped like the parameters
 
 

@@ -4,7 +4,7 @@ Used by Spotter (its "nearby region" term), OU@ε (the set it averages over) and
 (FGSM). Images stay in pixel space [0, 1] (the model normalises inside) unless
 ``mode="reference_compat"``, which reproduces the Spotter reference code: ε and step in
 normalised units, ascent on the runner-up's CE, and clipping of the *normalised* tensor to
-[0, 1] (papers.md §2.4, quirks 1–3).
+[0, 1] (docs/math.md §2.1).
 """
 
 import dataclasses

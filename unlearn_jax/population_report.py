@@ -78,7 +78,7 @@ def _boxplot(series: dict[str, list], path: pathlib.Path, plt, *, xlabel: str, t
 
 
 def _checks_line(checks: dict) -> str:
-  """The §6 checks in one sentence (noise = se of Retrain's U-LiRA accuracy over targets)."""
+  """The checks of docs/math.md §7.6 in one sentence (noise = se of Retrain's U-LiRA accuracy)."""
   if not checks:
     return ""
   parts = []
@@ -90,7 +90,7 @@ def _checks_line(checks: dict) -> str:
   below = [n for n, ok in checks["u_lira_ge_p2"].items() if not ok]
   parts.append("U-LiRA ≥ P2 for every row (3 se)" + (f": NO for {', '.join(below)}" if below
                                                       else ": yes"))
-  return "\nChecks (populations.md §6): " + "; ".join(parts) + ".\n"
+  return "\nChecks (docs/math.md §7.6): " + "; ".join(parts) + ".\n"
 
 
 def write_population_report(results: dict, out: pathlib.Path) -> None:

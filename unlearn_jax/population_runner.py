@@ -1,12 +1,12 @@
-"""Population experiments end to end (populations.md §5): data → pool, target set T and masks →
-populations (cached by what made them) → the challenge score or the unlearning MIAs → results
-JSON, markdown tables, plots and the φ arrays.
+"""Population experiments end to end (docs/math.md §7.2, §7.5): data → pool, target set T and
+masks → populations (cached by what made them) → the challenge score or the unlearning MIAs →
+results JSON, markdown tables, plots and the φ arrays.
 
-* ``protocol="challenge"`` (§1): one original θ_o on the pool; M retrained models on
+* ``protocol="challenge"`` (§7.2): one original θ_o on the pool; M retrained models on
   D_r = pool \\ T, own seeds; per method M unlearned models from θ_o, own seeds; forgetting
   quality F and the final score per method. The "original" row is θ_o itself repeated M times
   (no unlearning).
-* ``protocol="ulira"`` (§3–4): M originals on balanced halves of the pool; per method each
+* ``protocol="ulira"`` (§7.3–§7.5): M originals on balanced halves of the pool; per method each
   original unlearns its own F_m = T ∩ half_m (retain: the rest of its half); U-LiRA, P2 and P1
   per method; LiRA on the originals. The "original" row attacks the originals (no unlearning).
 
@@ -29,13 +29,12 @@ from unlearn_jax import seeding
 from unlearn_jax.data.datasets import DATASET_NAMES, ArrayDataset, load_dataset
 from unlearn_jax.data.memberships import balanced_masks
 from unlearn_jax.evaluation import challenge, lira
-from unlearn_jax.methods import Original, get_method
+from unlearn_jax.methods import HParams, Original, get_method
 from unlearn_jax.models import MODEL_NAMES, make_model
 from unlearn_jax.optim import Recipe
 from unlearn_jax.population_report import write_population_report
 from unlearn_jax.populations import (
   Population,
-  check_vmappable,
   model_seeds,
   population_logits,
   stop_hint,
@@ -45,6 +44,7 @@ from unlearn_jax.populations import (
 )
 from unlearn_jax.runner import _json_safe, hardware, versions
 from unlearn_jax.training import sharding
+from unlearn_jax.training.execute import check_population
 
 RESULTS = "results.json"
 PROTOCOLS = ("challenge", "ulira")
@@ -55,9 +55,9 @@ def _recipe(c: ml_collections.ConfigDict) -> Recipe:
                 tuple(tuple(d) for d in c.decay), c.augment)
 
 
-def _hparams(config, name: str) -> ml_collections.ConfigDict:
+def _hparams(config, name: str) -> HParams:
   overrides = config.hparams[name].to_dict() if name in config.hparams else {}
-  return get_method(name).config(config.profile, **overrides)
+  return get_method(name).hparams(config.profile, overrides, field=f"config.hparams.{name}")
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
@@ -142,7 +142,7 @@ class Setting:
     original = Original(self.model, *self.model.init(seeding.device_key(0, "dry_build")))
     plan = unlearning_plan(method, hp, original, self.pool, forget, retain,
                            forget_classes=self.forget_classes, seed=0)
-    check_vmappable(plan, name, stop_hint(method, hp))
+    check_population([plan], name, stop_hint(method, hp))
 
   @property
   def forget_classes(self) -> tuple[int, ...]:
@@ -209,7 +209,7 @@ def _challenge(setting: Setting, out: pathlib.Path) -> dict:
     hp = _hparams(c, name)
     population = unlearn_population(name, original.member(0), setting.pool,
                                     forget_masks=forget_all, retain_masks=retain_all,
-                                    seeds=seeds[name], config=hp,
+                                    seeds=seeds[name], hparams=hp,
                                     **setting.cached(kind=name, hparams=hp.to_dict()))
     stats = measure(setting, population)
     _save(out, name, seeds[name], phi_forget=stats["phi_pool"][:, t])
@@ -266,7 +266,7 @@ def _ulira(setting: Setting, out: pathlib.Path) -> dict:
     seeds[name] = model_seeds(c.seed, m, name)
     hp = _hparams(c, name)
     population = unlearn_population(name, originals, setting.pool, forget_masks=forgot,
-                                    retain_masks=retain, seeds=seeds[name], config=hp,
+                                    retain_masks=retain, seeds=seeds[name], hparams=hp,
                                     forget_classes=setting.forget_classes,
                                     **setting.cached(kind=name, hparams=hp.to_dict()))
     stats = measure(setting, population)
@@ -279,8 +279,9 @@ def _ulira(setting: Setting, out: pathlib.Path) -> dict:
 
 
 def checks(rows: dict) -> dict:
-  """The §6 checks of a U-LiRA run with their noise: se = sd over targets / √targets (shared
-  shadow fits correlate targets, so se understates the noise a little); "within" is 3 se.
+  """The checks of docs/math.md §7.6 for a U-LiRA run with their noise: se = sd over targets /
+  √targets (shared shadow fits correlate targets, so se understates the noise a little);
+  "within" is 3 se.
 
   Returns:
     {"noise": se of Retrain's U-LiRA accuracy, "retrain_at_chance", "original_above_chance",

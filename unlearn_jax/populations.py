@@ -1,4 +1,4 @@
-"""Populations: K models trained or unlearned as one vmapped program (populations.md).
+"""Populations: K models trained or unlearned as one vmapped program (docs/math.md §7).
 
 A population is K plans of identical structure (same phases, same step counts) that
 :func:`unlearn_jax.training.execute.execute_population` runs as one ``vmap`` over (state, batch,
@@ -21,12 +21,11 @@ import functools
 import os
 import pathlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 from tqdm.auto import tqdm
 
@@ -34,12 +33,13 @@ from unlearn_jax import seeding
 from unlearn_jax.checkpoint import Checkpointer
 from unlearn_jax.data.batching import pad_to_multiple
 from unlearn_jax.data.datasets import ArrayDataset
-from unlearn_jax.methods import Method, Original, Plan, UnlearningData, get_method
-from unlearn_jax.methods.finetune import classifier_plan
+from unlearn_jax.methods import HParams, Method, Original, get_method, method_data
 from unlearn_jax.models import Model
 from unlearn_jax.optim import Recipe
 from unlearn_jax.training import sharding
-from unlearn_jax.training.execute import execute_population
+from unlearn_jax.training.classifier import classifier_plan
+from unlearn_jax.training.execute import check_population, execute_population, prepare
+from unlearn_jax.training.plan import Plan
 from unlearn_jax.training.state import create_train_state
 
 GIB = 2**30
@@ -82,11 +82,13 @@ def _nbytes(tree) -> int:
 
 def model_bytes(plan: Plan) -> int:
   """Estimated bytes one model of a population holds while it trains: its train state (params ×
-  the optimiser factor, e.g. 3 for Adam), frozen context (teachers, masks), gradient and update
-  (2 × params) and one batch. Activations are not counted (hence the budget's margin)."""
+  the optimiser factor, e.g. 3 for Adam), frozen context (weights, masks, the teachers a step
+  still runs), gradient and update (2 × params) and one batch. Activations are not counted
+  (hence the budget's margin)."""
   state = jax.eval_shape(lambda: create_train_state(plan.params, plan.model_state, plan.tx))
-  batch = plan.blocks[0].batch_fn(0) if plan.blocks else {}
-  return _nbytes(state) + _nbytes(plan.frozen) + 2 * _nbytes(plan.params) + _nbytes(batch)
+  prepared = prepare(plan)
+  batch = prepared.batch(plan.blocks[0], 0, 0, 1) if plan.blocks else {}
+  return _nbytes(state) + _nbytes(prepared.frozen) + 2 * _nbytes(plan.params) + _nbytes(batch)
 
 
 def default_budget(mesh: jax.sharding.Mesh) -> int:
@@ -133,27 +135,6 @@ def _shapes(plan: Plan):
   return jax.eval_shape(lambda: (plan.params, plan.model_state))
 
 
-def _check_same_steps(plans: Sequence[Plan], desc: str, first: int) -> None:
-  def steps(p: Plan):
-    return [(b.phase.name, b.num_steps) for b in p.blocks]
-
-  for k, p in enumerate(plans):
-    if steps(p) != steps(plans[0]):
-      raise ValueError(
-          f"population '{desc}': model {first + k} runs {sum(n for _, n in steps(p))} steps "
-          f"({steps(p)[:2]}…), model {first} runs {sum(n for _, n in steps(plans[0]))} "
-          f"({steps(plans[0])[:2]}…); a vmapped population needs every model to run the same "
-          "steps, so its per-model data sets must have equal sizes (balanced_masks gives them).")
-
-
-def check_vmappable(plan: Plan, desc: str, hint: str = "") -> None:
-  """Raises ValueError (with ``hint``) if ``plan`` has an early-stop rule or a block with a skip
-  rule: each model of a vmapped population would stop or skip at its own step."""
-  if plan.stop is not None or any(b.skip is not None for b in plan.blocks):
-    raise ValueError(f"population '{desc}': the plan has an early-stop or skip rule, which cannot "
-                     f"be vmapped (each model would stop at its own step). {hint}".strip())
-
-
 def run_population(build: Callable[[int], Plan], key_fn: Callable[[int], jax.Array], count: int,
                    *, desc: str, hint: str = "", chunk_size: int | None = None,
                    memory_budget: int | None = None,
@@ -184,7 +165,7 @@ def run_population(build: Callable[[int], Plan], key_fn: Callable[[int], jax.Arr
   mesh = mesh or sharding.make_mesh()
   devices = mesh.devices.size
   first = build(0)
-  check_vmappable(first, desc, hint)
+  check_population([first], desc, hint)
   per_model = model_bytes(first)
   chunk = chunk_models(count, devices, per_model, memory_budget or default_budget(mesh),
                        chunk_size)
@@ -209,7 +190,7 @@ def run_population(build: Callable[[int], Plan], key_fn: Callable[[int], jax.Arr
     else:
       begin = time.perf_counter()
       plans = [first if k == 0 else build(k) for k in range(start, stop)]
-      _check_same_steps(plans, desc, start)
+      check_population(plans, desc, hint, first=start)
       pad = pad_to_multiple(len(plans), devices) - len(plans)
       padded += pad
       keys = jnp.stack([key_fn(k) for k in range(start, stop)] + [key_fn(stop - 1)] * pad)
@@ -273,38 +254,37 @@ def train_population(model: Model, data: ArrayDataset, recipe: Recipe, *, seeds:
   return Population(model, params, model_state, seeds, seconds, rows, info)
 
 
-def stop_hint(method: Method, config: ml_collections.ConfigDict) -> str:
+def stop_hint(method: Method, hp: HParams) -> str:
   """How to turn off ``method``'s early-stop rule: its non-None ``*stop*`` hyper-parameters."""
-  switches = [k for k in config if "stop" in k and config[k] is not None]
+  switches = [k for k in hp if "stop" in k and hp[k] is not None]
   if not switches:
     return f"Method '{method.name}' cannot run as a population."
-  return (f"Disable it: set {', '.join(f'{k}=None (now {config[k]})' for k in switches)}, e.g. "
+  return (f"Disable it: set {', '.join(f'{k}=None (now {hp[k]})' for k in switches)}, e.g. "
           f"--config.hparams.{method.name}.{switches[0]}=None.")
 
 
-def unlearning_plan(method: Method, config: ml_collections.ConfigDict, original: Original,
-                    pool: ArrayDataset, forget: np.ndarray, retain: np.ndarray, *,
-                    forget_classes: Sequence[int], seed: int) -> Plan:
+def unlearning_plan(method: Method, hp: HParams, original: Original, pool: ArrayDataset,
+                    forget: np.ndarray, retain: np.ndarray, *, forget_classes: Sequence[int],
+                    seed: int) -> Plan:
   """``method``'s plan from ``original`` on D_f = pool[forget], D_r = pool[retain] (bool [N]),
-  the sets it does not read left out, as :func:`unlearn_jax.training.unlearn.unlearn` does."""
-  data = UnlearningData(
-      forget=pool.subset(np.flatnonzero(forget)) if "forget" in method.reads else None,
-      retain=pool.subset(np.flatnonzero(retain)) if "retain" in method.reads else None,
-      forget_classes=tuple(forget_classes), num_classes=original.model.num_classes)
-  return method.build(config, original, data, seed)
+  the sets it does not read left out, as :func:`unlearn_jax.unlearning.unlearn` does."""
+  data = method_data(method, pool.subset(np.flatnonzero(forget)),
+                     pool.subset(np.flatnonzero(retain)), forget_classes,
+                     original.model.num_classes)
+  return method.build(hp, original, data, seed)
 
 
 def unlearn_population(method: str | Method, originals: Original | Population, pool: ArrayDataset,
                        *, forget_masks: np.ndarray, retain_masks: np.ndarray,
                        seeds: Sequence[int], forget_classes: Sequence[int] = (),
-                       config: ml_collections.ConfigDict | None = None, profile: str = "small",
+                       hparams: Mapping[str, Any] | None = None, profile: str = "small",
                        **kwargs) -> Population:
   """K unlearning runs of a registered method at once; no per-method code.
 
   Model k starts from ``originals`` (one θ_o shared by all, or model k of a population) and runs
   the method's plan on D_f = ``pool[forget_masks[k]]``, D_r = ``pool[retain_masks[k]]`` (only
   the sets the method reads) with seed ``seeds[k]`` and key fold(seed, method, "steps"), as
-  :func:`unlearn_jax.training.unlearn.unlearn` does for one model.
+  :func:`unlearn_jax.unlearning.unlearn` does for one model.
 
   Args:
     originals: the starting model(s); a population of K.
@@ -312,7 +292,7 @@ def unlearn_population(method: str | Method, originals: Original | Population, p
     forget_masks, retain_masks: bool [K, N]; disjoint; inside each original's training mask when
       ``originals`` is a population trained on masks.
     forget_classes: class ids of class unlearning (metadata for the method).
-    config: the method's hyper-parameters (default: its ``profile``).
+    hparams: overrides of the method's ``profile`` hyper-parameters.
     **kwargs: to :func:`run_population`.
 
   Raises:
@@ -321,7 +301,7 @@ def unlearn_population(method: str | Method, originals: Original | Population, p
       a class-only method on a random forget set).
   """
   method = get_method(method) if isinstance(method, str) else method
-  config = config if config is not None else method.config(profile)
+  hp = method.hparams(profile, hparams)
   seeds = tuple(int(s) for s in seeds)
   count, n = len(seeds), len(pool)
   forget = _rows(forget_masks, count, n, "forget_masks")
@@ -341,12 +321,12 @@ def unlearn_population(method: str | Method, originals: Original | Population, p
                          f"({int(outside[m].sum())} such examples for that model).")
   def build(k: int) -> Plan:
     original = originals.member(k) if isinstance(originals, Population) else originals
-    return unlearning_plan(method, config, original, pool, forget[k], retain[k],
+    return unlearning_plan(method, hp, original, pool, forget[k], retain[k],
                            forget_classes=forget_classes, seed=seeds[k])
 
   params, model_state, seconds, info = run_population(
       build, lambda k: seeding.device_key(seeds[k], method.name, "steps"), count,
-      **{"desc": f"{method.name}×{count}", "hint": stop_hint(method, config), **kwargs})
+      **{"desc": f"{method.name}×{count}", "hint": stop_hint(method, hp), **kwargs})
   model = originals.model
   return Population(model, params, model_state, seeds, seconds, None, info)
 
@@ -377,6 +357,6 @@ def population_logits(population: Population, data: ArrayDataset, *, batch_size:
   return np.concatenate(out)
 
 
-__all__ = ["Population", "check_vmappable", "chunk_models", "default_budget",
+__all__ = ["Population", "chunk_models", "default_budget",
            "model_bytes", "model_seeds", "population_logits", "run_population", "stop_hint",
            "train_population", "unlearn_population", "unlearning_plan"]

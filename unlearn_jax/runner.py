@@ -31,7 +31,7 @@ from unlearn_jax.optim import Recipe
 from unlearn_jax.training import sharding
 from unlearn_jax.training.classifier import train_classifier, train_classifiers
 from unlearn_jax.training.state import create_train_state
-from unlearn_jax.training.unlearn import unlearn
+from unlearn_jax.unlearning import unlearn
 
 RESULTS = "results.json"
 
@@ -49,10 +49,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   for name, overrides in config.hparams.items():
     if name not in METHODS:
       raise ValueError(f"config.hparams.{name}: not a method; known: {', '.join(sorted(METHODS))}.")
-    try:
-      get_method(name).config(config.profile, **overrides.to_dict())
-    except TypeError as e:
-      raise ValueError(f"config.hparams.{name}: {e}") from e
+    _hparams(config, name, overrides)
   settings = evaluation_settings(config)
   needs_retrain = ["retrain"] if "retrain" in config.methods else []
   needs_retrain += [f"config.evaluation.{m.name}" for m in registry.metrics()
@@ -77,7 +74,14 @@ def evaluation_settings(config: ml_collections.ConfigDict) -> dict[str, registry
   return registry.resolve(config.evaluation.to_dict())
 
 
+def _hparams(config: ml_collections.ConfigDict, name: str, overrides=None):
+  overrides = config.hparams.get(name, {}) if overrides is None else overrides
+  return get_method(name).hparams(config.profile, overrides.to_dict(),
+                                  field=f"config.hparams.{name}")
+
+
 def hardware() -> dict:
+  """Platform, processor, CPU count, JAX backend, devices and process count, for the results."""
   devices = jax.devices()
   return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
           "cpu_count": __import__("os").cpu_count(), "backend": jax.default_backend(),
@@ -85,6 +89,7 @@ def hardware() -> dict:
 
 
 def versions() -> dict:
+  """Installed versions of the stack (jax, flax, optax, orbax, ...) and of unlearn_jax."""
   names = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "chex", "tensorflow-datasets")
   return {n: metadata.version(n) for n in names} | {"unlearn_jax": metadata.version("unlearn_jax")}
 
@@ -309,7 +314,7 @@ def _method_result(exp: Experiment, name: str, original: Original, retrains, ret
   otherwise unlearned (resuming its checkpoint) and evaluated."""
   config = exp.config
   method = get_method(name)
-  hparams = method.config(config.profile, **config.hparams[name].to_dict())
+  hparams = _hparams(config, name)
   key = ckpt_lib.config_hash({"base": exp.base_key, "seed": config.seed, "method": name,
                               "hparams": hparams.to_dict(), "forget": config.forget.to_dict(),
                               "retrain_seeds": list(config.retrain_seeds),
@@ -323,9 +328,9 @@ def _method_result(exp: Experiment, name: str, original: Original, retrains, ret
     result = evaluate(name, retrains[0], retrain_seconds, {"seeds": list(config.retrain_seeds)})
   else:
     with ckpt_lib.Checkpointer(out / "checkpoints" / name) as ckpt:
-      run = unlearn(method, original, exp.splits, seed=config.seed, config=hparams,
+      run = unlearn(method, original, exp.splits, seed=config.seed, hparams=hparams,
                     mesh=exp.mesh, checkpointer=ckpt, checkpoint_every=config.checkpoint_every,
-                    run_key=key, progress=config.progress, split_streams=config.split_streams)
+                    run_key=key, progress=config.progress)
       ckpt.wait()
     result = evaluate(name, (run.params, run.model_state), run.seconds, run.info)
   if distributed.is_writer():

@@ -18,6 +18,11 @@ Batch = dict[str, np.ndarray]
 
 
 def pad_to_multiple(n: int, multiple: int) -> int:
+  """⌈n / multiple⌉ · multiple: the smallest multiple of ``multiple`` that is ≥ n.
+
+  >>> pad_to_multiple(10, 4)
+  12
+  """
   return int(math.ceil(n / multiple) * multiple)
 
 

@@ -72,6 +72,7 @@ class UnlearnDigits(tfds.core.GeneratorBasedBuilder):
 
 
 def find_idx_file(folder: pathlib.Path, stem: str) -> pathlib.Path | None:
+  """``folder/stem`` or ``folder/stem.gz``, whichever exists first; None if neither does."""
   for candidate in (folder / stem, folder / f"{stem}.gz"):
     if candidate.exists():
       return candidate
@@ -79,6 +80,7 @@ def find_idx_file(folder: pathlib.Path, stem: str) -> pathlib.Path | None:
 
 
 def missing_fashion_mnist_message(folder: pathlib.Path) -> str:
+  """The error text for Fashion-MNIST IDX files missing from ``folder``: what and how to install."""
   return (
       f"Fashion-MNIST IDX files not found in {folder} (need "
       f"{', '.join(s for pair in FASHION_MNIST_FILES.values() for s in pair)}, optionally .gz). "

@@ -1,6 +1,6 @@
 """Membership masks of model populations: which pool examples each model trains on.
 
-LiRA-style attacks (populations.md §3–4) need every example IN for exactly half of the models; a
+LiRA-style attacks (docs/math.md §7.3, §7.5) need every example IN for exactly half of the models; a
 vmapped population also needs every model to run the same number of steps, so every model's half
 must have the same size. :func:`balanced_masks` gives both.
 """

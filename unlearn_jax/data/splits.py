@@ -3,7 +3,7 @@
 Class unlearning forgets whole classes 𝒞_f: D_f = training examples of 𝒞_f, D_r = the rest,
 D_t^f / D_t^r = test examples of forgotten / kept classes. Random (or explicit) forgetting takes
 D_f from all classes, so D_t^f is empty and D_t^r is the whole test set. The calibration set
-(attacks' held-out kept-class data, papers.md §3.4) is a stratified fraction of D_t^r;
+(attacks' held-out kept-class data, docs/math.md §3.2) is a stratified fraction of D_t^r;
 ``test_heldout`` is the rest of D_t^r.
 """
 
@@ -59,6 +59,11 @@ class ForgetSpec:
         raise ValueError("forget.indices: repeated indices.")
 
 
+def _subset(split: str, field: str, doc: str) -> property:
+  """A property: ``dataset.<split>`` at the indices in ``<field>``."""
+  return property(lambda self: getattr(self.dataset, split).subset(getattr(self, field)), doc=doc)
+
+
 @dataclasses.dataclass(frozen=True)
 class Splits:
   """Index arrays into ``dataset.train`` / ``dataset.test`` and the forgotten classes."""
@@ -71,25 +76,12 @@ class Splits:
   test_retain_idx: np.ndarray
   calibration_idx: np.ndarray
 
-  @property
-  def forget(self) -> ArrayDataset:
-    return self.dataset.train.subset(self.forget_idx)
-
-  @property
-  def retain(self) -> ArrayDataset:
-    return self.dataset.train.subset(self.retain_idx)
-
-  @property
-  def test_forget(self) -> ArrayDataset:
-    return self.dataset.test.subset(self.test_forget_idx)
-
-  @property
-  def test_retain(self) -> ArrayDataset:
-    return self.dataset.test.subset(self.test_retain_idx)
-
-  @property
-  def calibration(self) -> ArrayDataset:
-    return self.dataset.test.subset(self.calibration_idx)
+  forget = _subset("train", "forget_idx", "D_f: the forgotten training examples.")
+  retain = _subset("train", "retain_idx", "D_r: the kept training examples.")
+  test_forget = _subset("test", "test_forget_idx", "D_t^f: test examples of forgotten classes.")
+  test_retain = _subset("test", "test_retain_idx", "D_t^r: test examples of kept classes.")
+  calibration = _subset("test", "calibration_idx",
+                        "The attacks' calibration set: part of D_t^r, never forget-class images.")
 
   @property
   def test_heldout(self) -> ArrayDataset:

@@ -1,6 +1,6 @@
 """The NeurIPS 2023 Machine Unlearning Challenge's forgetting quality F and final score
-(populations.md §1; google-deepmind/unlearning_evaluation, Triantafillou et al., 2023), and the
-logit-scaled confidence φ they and the population attacks read (§2).
+(docs/math.md §7.2; google-deepmind/unlearning_evaluation, Triantafillou et al., 2023), and the
+logit-scaled confidence φ they and the population attacks read (§7.1).
 
 Per forget example j the scorer asks how well any threshold rule separates the M unlearned
 models' confidences on j from the M retrained models'. A rule's true/false positive and negative
@@ -30,7 +30,7 @@ BUCKET = 0.5
 
 
 def logit_confidence(logits: jax.Array, labels: jax.Array) -> jax.Array:
-  """φ = z_y − logsumexp_{k≠y} z_k = log p_y − log Σ_{k≠y} p_k (§2), float32, jit-able.
+  """φ = z_y − logsumexp_{k≠y} z_k = log p_y − log Σ_{k≠y} p_k (math.md §7.1), float32, jit-able.
 
   Exact in float32 without clipping (no softmax is formed), unlike the published c (below).
 
@@ -58,7 +58,7 @@ def logit_confidence(logits: jax.Array, labels: jax.Array) -> jax.Array:
 
 def scorer_confidence(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
   """The published c = log(p_y + 1e-45) − log(Σ_{k≠y} p_k + 1e-45), softmax in float64 after
-  subtracting the largest logit (§1). Equals φ unless a probability underflows.
+  subtracting the largest logit (docs/math.md §7.2). Equals φ unless a probability underflows.
 
   Args:
     logits: [N, C] float.
@@ -101,7 +101,7 @@ def _count_below(sorted_values: np.ndarray, x: np.ndarray, *, inclusive: bool) -
 
 
 def _epsilons_of_rates(fp, fn, num_pos, num_neg, delta: float) -> np.ndarray:
-  """ε per threshold from counts, NaN for a discarded threshold (§1 step 4).
+  """ε per threshold from counts, NaN for a discarded threshold (docs/math.md §7.2 step 4).
 
   ε_t = ∞ when FPR = FNR = 0; discarded when exactly one of them is 0 (too few samples); else
   max(0, log(1 − δ − FPR) − log FNR, log(1 − δ − FNR) − log FPR), a term whose log argument is
@@ -162,7 +162,7 @@ def _chunk_epsilons(pos: np.ndarray, neg: np.ndarray, delta: float) -> np.ndarra
 
 def example_epsilons(unlearned: np.ndarray, retrained: np.ndarray, *, delta: float = DELTA,
                      chunk: int = 8) -> dict[str, np.ndarray]:
-  """ε_j per forget example (§1 steps 1–5), vectorised over examples and thresholds.
+  """ε_j per forget example (docs/math.md §7.2 steps 1–5), vectorised over examples and thresholds.
 
   Per example: positive = the population with the larger median (retrained on a strict ">");
   peakiness guard: min(range_pos, range_neg) / max(range_pos, range_neg) < 0.01 ⇒ ε_j = 50;
@@ -223,7 +223,7 @@ def challenge_score(unlearned: np.ndarray, retrained: np.ndarray, *,
                     retain_accuracy: tuple[np.ndarray, np.ndarray],
                     test_accuracy: tuple[np.ndarray, np.ndarray],
                     delta: float = DELTA) -> dict:
-  """F = (1/N) Σ_j points(ε_j) and the final score F · (RA_u / RA_r) · (TA_u / TA_r) (§1).
+  """F = (1/N) Σ_j points(ε_j), final score F · (RA_u / RA_r) · (TA_u / TA_r) (docs/math.md §7.2).
 
   Args:
     unlearned, retrained: [M, N] forget-set confidences of the two populations.

@@ -1,4 +1,4 @@
-"""Gradient-inversion reconstruction of forget images (OPC, papers.md §3.5, §8.7).
+"""Gradient-inversion reconstruction of forget images (OPC, docs/math.md §3.3).
 
 The attacker sees a parameter gradient G* of the model and searches for an image whose gradient
 points the same way (Geiping et al., 2020, "Inverting gradients"):
@@ -38,9 +38,10 @@ SSIM_SIGMA = 1.5
 class InversionConfig:
   """The search: ``iterations`` T of Adam(``learning_rate``) per restart, ``restarts`` R, α_TV.
 
-  T = 4,800 is Geiping et al.'s fast setting (papers.md §3.5). The learning rate acts in pixel
-  units: papers.md's 0.1 is in normalised units, i.e. 0.1·σ ≈ 0.03 pixels for channel σ ≈ 0.25–0.38
-  (CIFAR, digits). Short CPU runs (a few hundred steps on 8×8 digits) do better with 0.1.
+  T = 4,800 is Geiping et al.'s fast setting (docs/math.md §3.3). The learning rate acts in pixel
+  units: the recipe's 0.1 (docs/math.md §3.3) is in normalised units, i.e. 0.1·σ ≈ 0.03 pixels
+  for channel σ ≈ 0.25–0.38 (CIFAR, digits). Short CPU runs (a few hundred steps on 8×8 digits)
+  do better with 0.1.
   """
 
   iterations: int = 4800
@@ -74,7 +75,7 @@ def total_variation(image: jax.Array) -> jax.Array:
 
 def parameter_gradient(model: Model, params, model_state, image: jax.Array,
                        label: jax.Array):
-  """G = ∇_θ CE(h_θ(x), y) of one image, batch norm in eval mode (papers.md §3.5).
+  """G = ∇_θ CE(h_θ(x), y) of one image, batch norm in eval mode (docs/math.md §3.3).
 
   Args:
     model, params, model_state: h_θ.
@@ -82,7 +83,7 @@ def parameter_gradient(model: Model, params, model_state, image: jax.Array,
 
   Returns:
     A pytree shaped like ``params``. If f_θ(x) = 0, its ``head.kernel`` part (p − e_y) zᵀ is
-    exactly 0 (papers.md §3.3 (ii)).
+    exactly 0 (docs/math.md §3.1 (ii)).
   """
 
   def loss(p):
@@ -93,7 +94,7 @@ def parameter_gradient(model: Model, params, model_state, image: jax.Array,
 
 
 def parameter_difference(unlearned_params, original_params):
-  """G* = θ_u − θ_o: the unlearning update read as an aggregated gradient (variant B, §3.5).
+  """G* = θ_u − θ_o: the unlearning update as an aggregated gradient (variant B, docs/math.md §3.3).
 
   Args:
     unlearned_params, original_params: θ_u and θ_o, pytrees of one architecture.
@@ -103,7 +104,7 @@ def parameter_difference(unlearned_params, original_params):
 
   Sign: gradient ascent on D_f gives θ_u − θ_o = +η Σ ∇_θ CE(D_f); training without D_f gives
   θ_o ≈ θ_u − η Σ ∇_θ CE(D_f). Both point along +∇ CE of the forget data, so the cosine of the
-  attack is +1 at the truth (papers.md writes θ_o − θ_u; the cosine is sign-sensitive).
+  attack is +1 at the truth (other write-ups use θ_o − θ_u; the cosine is sign-sensitive).
   """
   return jax.tree.map(jnp.subtract, unlearned_params, original_params)
 
@@ -114,8 +115,8 @@ def gradient_cosine(grads, target) -> jax.Array:
   Returns:
     A scalar in [−1, 1]; 0, with a finite gradient, if either vector is 0.
 
-  >>> float(gradient_cosine({"w": jnp.array([1.0, 0.0])}, {"w": jnp.array([2.0, 2.0])}))
-  0.7071067...
+  >>> round(float(gradient_cosine({"w": jnp.array([1.0, 0.0])}, {"w": jnp.array([2.0, 2.0])})), 4)
+  0.7071
   """
   leaves, target_leaves = jax.tree.leaves(grads), jax.tree.leaves(target)
   dot = sum(jnp.vdot(a, b) for a, b in zip(leaves, target_leaves, strict=True))
@@ -129,7 +130,7 @@ def gradient_cosine(grads, target) -> jax.Array:
 
 def inversion_loss(model: Model, params, model_state, image: jax.Array, label: jax.Array,
                    target, *, tv_weight: float) -> jax.Array:
-  """1 − cos(vec ∇_θ CE(h_θ(x̂), y), vec G*) + α_TV · TV(x̂), the attack's objective (§3.5).
+  """1 − cos(vec ∇_θ CE(h_θ(x̂), y), vec G*) + α_TV · TV(x̂): the objective (docs/math.md §3.3).
 
   Args:
     model, params, model_state: h_θ (eval-mode batch norm).
@@ -157,7 +158,7 @@ def _schedule(config: InversionConfig) -> optax.Schedule:
 
 def invert(model: Model, params, model_state, targets, labels: jax.Array, keys: jax.Array,
            config: InversionConfig, *, shared_target: bool = False):
-  """Reconstructs B images from their target gradients; pure, jit-able (papers.md §8.7).
+  """Reconstructs B images from their target gradients; pure, jit-able (docs/math.md §3.3).
 
   Image b uses ``keys[b]`` alone (split into its R restarts), so a batch equals a loop over its
   images.
@@ -224,7 +225,7 @@ def _attack_fn(model: Model, config: InversionConfig, target: str):
 def gradient_inversion(model: Model, params, model_state, data: ArrayDataset, *, seed: int,
                        config: InversionConfig = InversionConfig(), target: str = "gradient",
                        original_params=None, batch_size: int = 64) -> dict:
-  """Gradient inversion of every image of ``data`` against θ, scored by PSNR/SSIM (§3.5, §8.7).
+  """Gradient inversion of each image of ``data`` against θ, PSNR/SSIM-scored (docs/math.md §3.3).
 
   Args:
     model, params, model_state: the attacked model θ (θ_u; θ_o or θ_r for bounds).
@@ -280,7 +281,7 @@ def inversion_bounds(model: Model, models: Mapping[str, tuple], data: ArrayDatas
                      seed: int, config: InversionConfig = InversionConfig(),
                      batch_size: int = 64) -> dict:
   """The same attack (same images, starts and search) on each named model, e.g. the original
-  θ_o (upper bound) and Retrain θ_r (reference) beside θ_u (papers.md §3.5).
+  θ_o (upper bound) and Retrain θ_r (reference) beside θ_u (docs/math.md §3.3).
 
   Args:
     models: {name: (params, model_state)}, all of ``model``'s architecture.

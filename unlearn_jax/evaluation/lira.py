@@ -1,5 +1,5 @@
 """Per-example membership attacks on model populations: LiRA (Carlini et al., S&P 2022;
-populations.md §3) and the unlearning MIAs P1, P2 and U-LiRA (Hayes et al., 2024; §4).
+docs/math.md §7.3) and the unlearning MIAs P1, P2 and U-LiRA (Hayes et al., 2024; §7.4–§7.5).
 
 Everything reads one statistic, φ = z_y − logsumexp_{k≠y} z_k per (model, example)
 (:func:`unlearn_jax.evaluation.challenge.logit_confidence`, computed on the device), and boolean
@@ -70,9 +70,10 @@ def fit_gaussians(in_values: np.ndarray, is_in: np.ndarray, out_values: np.ndarr
                   min_per_example: int = MIN_PER_EXAMPLE) -> GaussianFit:
   """μ = median, σ per the rule of ``variance``, of the IN and OUT shadow values per example.
 
-  σ rules: "auto" (U-LiRA, §4.6): per example when both sides have ≥ ``min_per_example``
-  values, else the side's pooled σ; "per_example" (LiRA online); "fixed" (one pooled σ per
-  side, LiRA's fixed variance). Always floored: σ ≥ max(1e-3, 0.05 · pooled σ of the side).
+  σ rules: "auto" (U-LiRA, docs/math.md §7.5 step 6): per example when both sides have
+  ≥ ``min_per_example`` values, else the side's pooled σ; "per_example" (LiRA online); "fixed"
+  (one pooled σ per side, LiRA's fixed variance). Always floored: σ ≥ max(1e-3, 0.05 · pooled σ
+  of the side).
 
   Args:
     in_values, out_values: [S, N] φ of the S shadow models on N examples (the same array, or
@@ -172,7 +173,7 @@ def summarize(per_target: list[dict[str, float]]) -> dict:
 
 def lira(phi: np.ndarray, members: np.ndarray, *, folds: int = 4,
          variance: str = "per_example", offline: bool = False) -> dict:
-  """LiRA membership inference (§3): fit on the shadow folds, score every example of each target.
+  """LiRA (docs/math.md §7.3): fit on the shadow folds, score every example of each target.
 
   Online: Λ = log N(φ; μ_in, σ_in) − log N(φ; μ_out, σ_out); offline (OUT models only):
   log Φ((φ − μ_out)/σ_out). Members of a target are its mask's True entries.
@@ -214,7 +215,7 @@ def _balanced(pos: np.ndarray, neg: np.ndarray, rng: np.random.Generator) -> tup
 def u_mia(phi: np.ndarray, forgot: np.ndarray, seen: np.ndarray, *, seed: int, folds: int = 4,
           out_phi: np.ndarray | None = None, variance: str = "auto",
           min_per_example: int = MIN_PER_EXAMPLE) -> dict:
-  """U-LiRA and P2 (§4) on a population of unlearned models, from the same balanced samples.
+  """U-LiRA and P2 (docs/math.md §7.4–§7.5) on unlearned models, from the same balanced samples.
 
   For target-set example x and shadow models S: IN = φ of shadows that forgot x, OUT = φ of
   shadows that never saw x (of ``out_phi``, e.g. the originals, if given). U-LiRA scores
@@ -331,10 +332,10 @@ def _log_loss(phi) -> np.ndarray:
 
 def p1(forget_phi: np.ndarray, forgot: np.ndarray, heldout_phi: np.ndarray, *, seed: int,
        splits: int = 10) -> dict:
-  """P1 (§4): per unlearned model, logistic regression on the CE loss ℓ = log(1 + e^(−φ))
-  separating its forgotten examples from held-out ones (balanced by truncation to the smaller
-  count, in stored order), accuracy over ``splits`` stratified folds. The feature is log ℓ, a
-  monotone map of ℓ that keeps the one-feature fit well conditioned (as
+  """P1 (docs/math.md §7.4): per unlearned model, logistic regression on the CE loss
+  ℓ = log(1 + e^(−φ)) separating its forgotten examples from held-out ones (balanced by
+  truncation to the smaller count, in stored order), accuracy over ``splits`` stratified folds.
+  The feature is log ℓ, a monotone map of ℓ that keeps the one-feature fit well conditioned (as
   :func:`unlearn_jax.evaluation.mia.loss_attack`): on ℓ itself, whose members' values are
   ~1e-4, the L2 penalty flattens the fit. The regressions of all models and folds are fitted at
   once (:func:`fit_logistic`).

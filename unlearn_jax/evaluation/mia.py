@@ -1,7 +1,7 @@
 """Membership inference: SalUn's MIA-efficacy, a loss attack, and the gap to Retrain.
 
-MIA-efficacy follows SalUn / Unlearn-Sparse (papers.md §6): the attacked model itself labels its
-shadow sets, members = the first n retain examples and non-members = the first n test examples,
+MIA-efficacy follows SalUn / Unlearn-Sparse (docs/math.md §6.2): the attacked model itself labels
+its shadow sets, members = the first n retain examples and non-members = the first n test examples,
 n = min(|D_r|, |D_t|) (balanced, truncated as SalUn does with n = |D_t|); one scalar feature per
 example; an RBF SVC (C = 3, gamma = "auto") fitted on the shadow sets; efficacy = % of D_f predicted
 non-member (higher = more forgotten; Retrain ≈ 100 in class unlearning). Per-example features are

@@ -1,4 +1,4 @@
-"""Over-unlearning OU@ε (Spotter, papers.md §2.4, §8.2): how far unlearning moved the model near
+"""Over-unlearning OU@ε (Spotter, docs/math.md §2.2): how far unlearning moved the model near
 the forget set, measured against the original model with the forget classes masked out.
 
   OU@ε = (1/|Ã|) Σ_{x̃ ∈ Ã} JS(p̃_{θ_o}(x̃), p_{θ_u}(x̃)),
@@ -59,7 +59,7 @@ def forget_mask(forget_classes, num_classes: int) -> np.ndarray:
 
 def ou_divergence(original_logits: jax.Array, unlearned_logits: jax.Array,
                   forget: jax.Array) -> jax.Array:
-  """JS(p̃_{θ_o}(x̃), p_{θ_u}(x̃)) per example (papers.md §8.2).
+  """JS(p̃_{θ_o}(x̃), p_{θ_u}(x̃)) per example (docs/math.md §2.2).
 
   p̃ = softmax of the original logits over the kept classes (forget entries exactly 0); p = the
   unlearned model's full softmax. 0 when θ_u predicts p̃; at most ln 2.
@@ -81,7 +81,7 @@ def ou_divergence(original_logits: jax.Array, unlearned_logits: jax.Array,
   if forget.shape != original_logits.shape[1:]:
     raise ValueError(f"forget: expected shape {original_logits.shape[1:]}, got {forget.shape}.")
   teacher = masked_softmax(original_logits, forget[None, :])
-  return js_divergence(teacher, jax.nn.softmax(unlearned_logits, axis=-1))
+  return js_divergence(jax.nn.softmax(unlearned_logits, axis=-1), teacher)
 
 
 def over_unlearning(original_logits: jax.Array, unlearned_logits: jax.Array, forget: jax.Array,

@@ -1,6 +1,6 @@
 """What frozen features still reveal about forgotten classes, and how similar each layer stays.
 
-Recoverability (papers.md §3.6, §4.2 item 9): a logistic-regression probe and a k-NN classifier
+Recoverability (docs/math.md §3.5): a logistic-regression probe and a k-NN classifier
 (k = 20, cosine) fitted on frozen features of held-out images of *all* classes (the test set D_t)
 and scored on the forget images D_f, which neither saw. Detectability: the AUROC of telling
 forget-class from kept-class test images by feature norm alone, smaller norm counted as "more

@@ -1,4 +1,4 @@
-"""Prototypical Relearning Attack (PRA; Spotter, papers.md §2.6, §8.4): a closed-form edit of the
+"""Prototypical Relearning Attack (PRA; Spotter, docs/math.md §2.4): a closed-form edit of the
 final layer from K labelled images per forgotten class, with no gradient step.
 
 For each forgotten class c the attacker averages the unlearned features of K shots, normalises
@@ -23,15 +23,15 @@ from unlearn_jax.objectives.losses import safe_normalize
 
 MODES = ("cosine", "l2")
 # α in steps of 0.05: on ReLU features the forget class flips from losing to winning every image
-# within a narrow α window (measured on digits), which papers.md's coarse grid (0.2, 0.4, …, 1.0)
-# can step over; pass ``alphas=`` for that grid.
+# within a narrow α window (measured on digits), which the coarse grid of docs/math.md §2.4
+# (0.2, 0.4, …, 1.0) can step over; pass ``alphas=`` for that grid.
 ALPHAS = tuple(round(0.05 * i, 2) for i in range(1, 21))
 SHOTS = (1, 5, 10)
 SETS = ("forget", "test_forget", "test_retain")
 
 
 def prototype(shot_features: jax.Array) -> jax.Array:
-  """p̂ = p / ‖p‖ with p = (1/K) Σ_k z_k (papers.md §2.6 step 2).
+  """p̂ = p / ‖p‖ with p = (1/K) Σ_k z_k (docs/math.md §2.4 step 2).
 
   Args:
     shot_features: [..., K, d] unlearned features z_k of K shots of one class.
@@ -63,7 +63,7 @@ def _blend(params, target_w, target_b, classes, alpha):
 
 def edit_head(params, prototypes: jax.Array, classes: jax.Array, alpha: jax.Array, *,
               mode: str = "cosine"):
-  """W[:, c] ← α w*_c + (1 − α) W[:, c], b_c ← α b*_c + (1 − α) b_c for each c (papers.md §8.4).
+  """W[:, c] ← α w*_c + (1 − α) W[:, c], b_c ← α b*_c + (1 − α) b_c per class c (math.md §2.4).
 
   Cosine rule (w*, b*) = (p̂_c, 0); L2 rule (w*, b*) = (2 p̂_c, −‖p̂_c‖²), so that
   s_c = ‖z‖² − ‖z − p̂_c‖² (nearest prototype). Other classes and layers are untouched; α = 0
@@ -153,7 +153,7 @@ def pra_grid(params, sets: Mapping[str, tuple[np.ndarray, np.ndarray]],
              num_draws: int = 5, alphas: Sequence[float] = ALPHAS,
              modes: Sequence[str] = MODES, shot_sources: Sequence[str] = ("forget",),
              select_on: str = "forget", max_kept_drop: float = 1.0) -> dict:
-  """PRA over K × draws × α × rule on precomputed features; the strongest attack (papers.md §8.4).
+  """PRA over K × draws × α × rule on precomputed features; the strongest (docs/math.md §2.4).
 
   Strongest = the setting with the highest mean ``select_on`` accuracy over draws among those
   whose mean kept-class test accuracy Acc(D_t^r) drops by at most ``max_kept_drop`` points from
@@ -224,7 +224,7 @@ def pra_grid(params, sets: Mapping[str, tuple[np.ndarray, np.ndarray]],
 
 def prototypical_relearning(model: Model, params, model_state, splits: Splits, *, seed: int,
                             batch_size: int = 512, mesh=None, **grid_options) -> dict:
-  """The PRA grid on θ_u's features of D_f, D_t^f and D_t^r (papers.md §2.6, §8.4).
+  """The PRA grid on θ_u's features of D_f, D_t^f and D_t^r (docs/math.md §2.4).
 
   Args:
     model: the unlearned model's architecture; params, model_state: θ_u.

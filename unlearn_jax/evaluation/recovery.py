@@ -1,4 +1,4 @@
-"""Training-free recovery attacks (OPC, papers.md §3.4, §8.6): FM, HR and HeadSwap.
+"""Training-free recovery attacks (OPC, docs/math.md §3.2): FM, HR and HeadSwap.
 
 All three read the unlearned features z_u = f_{θ_u}(x) and the frozen original model, never a
 forget image at fitting time: FM and HR are ridge regressions fitted in closed form on a
@@ -8,8 +8,8 @@ calibration set S_cal of kept-class held-out images (``splits.calibration``).
 - HR (head refit): V* = ridge([Z_u, 1] → S_o), S_o the original logits, predict argmax [z_u, 1] V*.
 - HeadSwap: predict argmax g_{θ_o}(z_u).
 
-If f_{θ_u} maps every forget image to one point (OPC's deep forgetting, §3.3), every recovered
-classifier outputs one class for all of them.
+If f_{θ_u} maps every forget image to one point (OPC's deep forgetting, docs/math.md §3.1), every
+recovered classifier outputs one class for all of them.
 """
 
 import functools
@@ -34,7 +34,7 @@ def _affine(inputs: jax.Array) -> jax.Array:
 
 def ridge_fit(inputs: jax.Array, targets: jax.Array, *,
               gamma_scale: float = GAMMA_SCALE) -> jax.Array:
-  """V* = argmin_V ‖Ẑ V − T‖²_F + γ‖V‖²_F = (ẐᵀẐ + γI)⁻¹ ẐᵀT, Ẑ = [Z, 1] (papers.md §3.4 eq. 3).
+  """V* = argmin_V ‖Ẑ V − T‖²_F + γ‖V‖²_F = (ẐᵀẐ + γI)⁻¹ ẐᵀT, Ẑ = [Z, 1] (docs/math.md §3.2).
 
   γ = gamma_scale · tr(ẐᵀẐ) / (d + 1), so the regulariser scales with the features and is > 0
   even for all-zero features (the ones column). Solved by Cholesky at full matmul precision.
@@ -67,7 +67,7 @@ def ridge_predict(weights: jax.Array, inputs: jax.Array) -> jax.Array:
 
 def fit_recovery(unlearned_features: jax.Array, original_features: jax.Array,
                  original_logits: jax.Array, *, gamma_scale: float = GAMMA_SCALE) -> dict:
-  """FM's W* = ridge([Z_u, 1] → Z_o) and HR's V* = ridge([Z_u, 1] → S_o) on S_cal (§8.6).
+  """FM's W* = ridge([Z_u, 1] → Z_o), HR's V* = ridge([Z_u, 1] → S_o) on S_cal (math.md §3.2).
 
   Args:
     unlearned_features: Z_u [n, d_u] = f_{θ_u}(S_cal).
@@ -83,7 +83,7 @@ def fit_recovery(unlearned_features: jax.Array, original_features: jax.Array,
 
 
 def recovered_logits(fits: dict, original_params, unlearned_features: jax.Array) -> dict:
-  """Logits of the three recovered classifiers on unlearned features z_u (papers.md §8.6).
+  """Logits of the three recovered classifiers on unlearned features z_u (docs/math.md §3.2).
 
   FM: g_{θ_o}([z_u, 1] W*); HR: [z_u, 1] V*; HeadSwap: g_{θ_o}(z_u).
 

@@ -1,5 +1,5 @@
-"""Few-shot relearning ("relearn time", papers.md §6): fine-tune θ on K labelled forget images with
-CE and count the steps until forget accuracy comes back.
+"""Few-shot relearning ("relearn time", docs/math.md §6.4): fine-tune θ on K labelled forget images
+with CE and count the steps until forget accuracy comes back.
 
 A model that only hid the forgotten classes relearns them in a few steps; Retrain θ_r, which
 never saw them, is the reference. The same ``seed`` draws the same shots, so the numbers of two
@@ -106,7 +106,7 @@ def relearn_time(model: Model, params, model_state, splits: Splits, *, seed: int
                  threshold: float = 90.0, max_steps: int = 100, learning_rate: float = 0.01,
                  momentum: float = 0.0, eval_on: str = "test_forget",
                  eval_batch_size: int = 512) -> dict:
-  """Steps of K-shot fine-tuning until forget accuracy reaches ``threshold`` (papers.md §6).
+  """Steps of K-shot fine-tuning until forget accuracy reaches ``threshold`` (docs/math.md §6.4).
 
   Shots: K images of each class present in D_f, drawn from D_f by ``host_rng(seed,
   "relearn_shots")`` (the same for every model given the same seed and splits), fine-tuned on

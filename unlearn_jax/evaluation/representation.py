@@ -1,6 +1,6 @@
 """Representation-level forgetting: how close an unlearned model's features are to Retrain's.
 
-Implements linear CKA (papers.md §3.6) and the retraining-consistency suite of §4.2: an alignment
+Implements linear CKA (docs/math.md §3.4) and the retraining-consistency suite of §4: an alignment
 map fitted on a neutral calibration set (orthogonal Procrustes, or ridge regression), the
 per-sample residual e(x) = U(x)A − R(x), its relative size δ(x) = ‖e(x)‖/‖R(x)‖ and direction
 1 − cos(U(x)A, R(x)), the scores RC_S = mean_S δ and the forget/retain asymmetry, the concentration
@@ -50,7 +50,7 @@ def _centre(x: jax.Array) -> jax.Array:
 
 
 def linear_cka(x: jax.Array, y: jax.Array, *, rtol: float = 1e-5) -> jax.Array:
-  """CKA(X, Y) = ‖Y_cᵀX_c‖_F² / (‖X_cᵀX_c‖_F ‖Y_cᵀY_c‖_F), X_c, Y_c column-centred (§3.6).
+  """CKA(X, Y) = ‖Y_cᵀX_c‖_F² / (‖X_cᵀX_c‖_F ‖Y_cᵀY_c‖_F), X_c, Y_c centred (docs/math.md §3.4).
 
   Invariant to orthogonal transforms and isotropic scaling of either matrix; CKA(X, X) = 1. A
   collapsed matrix (‖X_c‖_F ≤ rtol·‖X‖_F, e.g. OPC's one-point features; the tolerance absorbs
@@ -89,7 +89,7 @@ class Alignment(NamedTuple):
 
 
 def fit_procrustes(source: jax.Array, target: jax.Array, *, scale: bool = False) -> Alignment:
-  """Orthogonal Procrustes A = P Qᵀ from the SVD U_cᵀR_c = P Σ Qᵀ (§4.2 (i)).
+  """Orthogonal Procrustes A = P Qᵀ from the SVD U_cᵀR_c = P Σ Qᵀ (docs/math.md §4.1 (i)).
 
   A minimises ‖U_c A − R_c‖_F over (semi-)orthogonal A; with ``scale`` it is multiplied by
   s = tr Σ / ‖U_c‖_F², the optimal isotropic scale.
@@ -115,7 +115,7 @@ def fit_procrustes(source: jax.Array, target: jax.Array, *, scale: bool = False)
 
 
 def fit_ridge(source: jax.Array, target: jax.Array, *, ridge: float = 1e-3) -> Alignment:
-  """Ridge map A = (U_cᵀU_c + γI)⁻¹U_cᵀR_c, γ = ridge·tr(U_cᵀU_c)/d_u (§4.2 (ii)).
+  """Ridge map A = (U_cᵀU_c + γI)⁻¹U_cᵀR_c, γ = ridge·tr(U_cᵀU_c)/d_u (docs/math.md §4.1 (ii)).
 
   The intercept is the difference of means (unpenalised). Collapsed source features give A = 0.
 
@@ -174,7 +174,7 @@ def principal_directions(x: jax.Array, k: int) -> jax.Array:
 
 
 def concentration(residual: jax.Array, directions: jax.Array) -> jax.Array:
-  """ρ_k = Σ_x ‖e(x) P_kᵀ‖² / Σ_x ‖e(x)‖² (§4.2 item 5); 0 for a zero residual.
+  """ρ_k = Σ_x ‖e(x) P_kᵀ‖² / Σ_x ‖e(x)‖² (docs/math.md §4.4); 0 for a zero residual.
 
   k/d is the value for a residual spread evenly over all d directions; ρ_k ≫ k/d means the residual
   lies along the reference's leading directions.
@@ -276,7 +276,7 @@ _fit_ridge = jax.jit(fit_ridge, static_argnames=("ridge",))
 def retrain_consistency(unlearned: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray],
                         *, labels: Mapping[str, np.ndarray] | None = None, k: int = 10,
                         ridge: float = 1e-3, calibration: str = "calibration") -> dict[str, float]:
-  """The §4.2 suite of θ_u's features against a reference's (Retrain), per input set.
+  """The docs/math.md §4 suite of θ_u's features against a reference's (Retrain), per input set.
 
   Both alignments are fitted on the ``calibration`` entry (held-out kept-class images). For
   every other set S: "S/cka", "S/rho_baseline" = k_S/d, and for a ∈ {procrustes, ridge}:
@@ -338,7 +338,7 @@ def noise_floor(references: Sequence[Mapping[str, np.ndarray]], **kwargs) -> dic
   """Mean and std of :func:`retrain_consistency` over all pairs (i < j) of reference seeds.
 
   A method is retraining-consistent on a score only if it lies within this seed-to-seed band
-  (§4.2 item 7).
+  (docs/math.md §4.5).
 
   Args:
     references: per Retrain seed, set name → features (as ``unlearned`` above).

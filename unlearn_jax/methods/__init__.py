@@ -1,16 +1,25 @@
-"""Unlearning methods: a registry by name (:func:`get_method`), each declaring its data access,
-hyper-parameters per profile ("resnet18": published; "small": tuned for the small CNN on
-digits / Fashion-MNIST), and a plan builder."""
+"""Unlearning methods, one per module, each registering itself (:func:`register`) with the data
+it reads and its hyper-parameters per profile ("small": tuned for the small CNN on digits;
+"resnet18": published; "fashion_mnist": set for Fashion-MNIST's sizes). Every module of this
+package is imported here, so a new method is one new file."""
 
-from unlearn_jax.methods import boundary, distill, finetune, opc, spotter, ssd, unsir  # noqa: F401
-from unlearn_jax.methods.base import (
+import importlib
+import pkgutil
+
+from unlearn_jax.methods.registry import (
     METHODS,
+    HParams,
     Method,
     Original,
-    Plan,
     UnlearningData,
     get_method,
+    known_profiles,
+    method_data,
     register,
 )
 
-__all__ = ["METHODS", "Method", "Original", "Plan", "UnlearningData", "get_method", "register"]
+for _module in pkgutil.iter_modules(__path__):
+  importlib.import_module(f"{__name__}.{_module.name}")
+
+__all__ = ["METHODS", "HParams", "Method", "Original", "UnlearningData", "get_method",
+           "known_profiles", "method_data", "register"]

@@ -1,4 +1,4 @@
-"""Boundary Unlearning (Chen et al., CVPR 2023; papers.md §5): Shrink and Expanding. D_f only.
+"""Boundary Unlearning (Chen et al., CVPR 2023; docs/math.md §5.6). D_f only.
 
 * Boundary Shrink: x' = FGSM_ε(θ_o, x) (pixel space, rounded to 1/255); the new label is
   argmax θ_o(x') — the nearest wrong class; fine-tune with CE on (x, that label).
@@ -14,23 +14,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from unlearn_jax import seeding
-from unlearn_jax.data.batching import Stream
 from unlearn_jax.data.datasets import ArrayDataset
-from unlearn_jax.methods.base import (
-  Method,
-  Original,
-  Plan,
-  UnlearningData,
-  epoch_blocks,
-  frozen_context,
-  optimizer,
-  phase,
-  register,
-)
+from unlearn_jax.methods.common import SGD, optimizer
+from unlearn_jax.methods.registry import Original, register
 from unlearn_jax.models import Model
 from unlearn_jax.objectives import terms
 from unlearn_jax.perturbations import fgsm
 from unlearn_jax.training import sharding
+from unlearn_jax.training.plan import Block, Data, Plan
 
 
 @functools.cache
@@ -53,25 +44,31 @@ def nearest_wrong_labels(original: Original, forget: ArrayDataset, eps: float, *
   return labels.astype(np.int32)
 
 
-def _relabelled_plan(name, config, model: Model, params, model_state, original, data, labels,
-                     seed, finalize=None, info=None) -> Plan:
-  forget = data.require("forget", name)
-  stream = Stream(ArrayDataset(forget.images, labels), config.batch_size, seed=seed,
-                  name="forget")
-  t = {"ce": terms.cross_entropy("forget")}
-  blocks = epoch_blocks(phase(name, model, t), {"forget": stream}, "forget", range(config.epochs))
-  return Plan(model, params, model_state, optimizer(config, stream.steps_per_epoch),
-              tuple(blocks), frozen_context(original, data, {"ce": 1.0}, t), finalize,
-              info or {})
+def relabelled_plan(name: str, hp, model: Model, params, model_state, forget: ArrayDataset,
+                    labels: np.ndarray, seed: int, **plan) -> Plan:
+  """``epochs`` of CE on the forget images with new ``labels`` (``plan``: more Plan fields)."""
+  sets = {"forget": Data(ArrayDataset(forget.images, labels), hp.batch_size)}
+  return Plan(model, params, model_state, optimizer(hp, sets["forget"].steps_per_epoch), sets,
+              [Block(name, {"ce": terms.cross_entropy("forget")}, epochs=hp.epochs)],
+              {"ce": 1.0}, seed, **plan)
 
 
-def _build_shrink(config, original: Original, data: UnlearningData, seed: int) -> Plan:
+_SMALL = {**SGD, "epochs": 10, "batch_size": 32}
+_RESNET = {"learning_rate": 1e-5, "batch_size": 64}
+
+
+@register("boundary_shrink", reads=("forget",),
+          description="Fine-tune D_f toward each image's nearest wrong class (found by FGSM on "
+                      "θ_o).",
+          defaults={**_SMALL, "learning_rate": 3e-4, "eps": 0.3},
+          profiles={"resnet18": {**_RESNET, "eps": 0.1}, "fashion_mnist": {"epochs": 2}})
+def boundary_shrink(hp, original, data, seed) -> Plan:
+  """CE toward the nearest wrong labels, from θ_o."""
   forget = data.require("forget", "boundary_shrink")
-  labels = nearest_wrong_labels(original, forget, config.eps)
-  changed = float(np.mean(labels != forget.labels))
-  return _relabelled_plan("boundary_shrink", config, original.model, original.params,
-                          original.model_state, original, data, labels, seed,
-                          info={"relabelled_fraction": changed})
+  labels = nearest_wrong_labels(original, forget, hp.eps)
+  return relabelled_plan("boundary_shrink", hp, original.model, original.params,
+                         original.model_state, forget, labels, seed,
+                         info={"relabelled_fraction": float(np.mean(labels != forget.labels))})
 
 
 def widened(model: Model) -> Model:
@@ -80,7 +77,13 @@ def widened(model: Model) -> Model:
                              num_classes=model.num_classes + 1)
 
 
-def _build_expand(config, original: Original, data: UnlearningData, seed: int) -> Plan:
+@register("boundary_expanding", reads=("forget",),
+          description="Fine-tune D_f into a shadow class, then prune the shadow output.",
+          defaults={**_SMALL, "learning_rate": 5e-5},
+          profiles={"resnet18": _RESNET,
+                    "fashion_mnist": {"learning_rate": 3e-4, "epochs": 5}})
+def boundary_expanding(hp, original, data, seed) -> Plan:
+  """CE into a shadow class on a widened head; the shadow column pruned at the end."""
   forget = data.require("forget", "boundary_expanding")
   wide = widened(original.model)
   fresh, _ = wide.init(seeding.device_key(seed, "shadow_head"))
@@ -93,21 +96,5 @@ def _build_expand(config, original: Original, data: UnlearningData, seed: int) -
   def prune(p, s):
     return {**p, "head": {"kernel": p["head"]["kernel"][:, :-1], "bias": p["head"]["bias"][:-1]}}, s
 
-  return _relabelled_plan("boundary_expanding", config, wide, params, original.model_state,
-                          original, data, shadow, seed, finalize=prune)
-
-
-_SMALL = {"optimizer": "sgd", "momentum": 0.9, "weight_decay": 5e-4, "epochs": 10,
-          "batch_size": 32}
-_RESNET = {"optimizer": "sgd", "momentum": 0.9, "weight_decay": 5e-4, "learning_rate": 1e-5,
-           "epochs": 10, "batch_size": 64}
-
-register(Method(
-    "boundary_shrink", frozenset({"forget"}), _build_shrink,
-    {"resnet18": {**_RESNET, "eps": 0.1}, "small": {**_SMALL, "learning_rate": 3e-4, "eps": 0.3}},
-    "Fine-tune D_f toward each image's nearest wrong class (found by FGSM on θ_o)."))
-
-register(Method(
-    "boundary_expanding", frozenset({"forget"}), _build_expand,
-    {"resnet18": _RESNET, "small": {**_SMALL, "learning_rate": 5e-5}},
-    "Fine-tune D_f into a shadow class, then prune the shadow output."))
+  return relabelled_plan("boundary_expanding", hp, wide, params, original.model_state, forget,
+                         shadow, seed, finalize=prune)

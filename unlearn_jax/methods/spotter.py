@@ -1,31 +1,20 @@
-"""Spotter (Ha, Park & Yoon, ICML 2026; papers.md §2.5, §8.3).
+"""Spotter (Ha, Park & Yoon, ICML 2026; docs/math.md §2.3).
 
 L(θ) = λ₁·KL(p̃_θo(x) ‖ p_θ(x)) on forget images + (1 − λ₁)·KL(p̃_θo(x̃) ‖ p_θ(x̃)) on perturbed
 neighbours x̃ ∈ Ã + λ₂·L_disp(f_θ(x), y), where p̃ is the original model's softmax with the
 forget classes removed and L_disp the mean same-class feature cosine. Reads D_f only (never
 D_r); batch-norm running statistics stay frozen while its affine parameters train. Ã is built
-once from θ_o (PGD or Gaussian, :mod:`unlearn_jax.perturbations`) from a key of the run's seed,
-and θ_o's outputs on D_f and Ã once after it (the teacher is frozen and in eval mode).
+once from θ_o (PGD or Gaussian, :mod:`unlearn_jax.perturbations`) from a key of the run's seed.
 
 :func:`spotter_terms` are the plug-and-play terms: "Spotter + X" is ``{**spotter_terms(), **x}``.
 """
 
 from unlearn_jax import seeding
-from unlearn_jax.data.batching import Stream
-from unlearn_jax.methods.base import (
-  Method,
-  Original,
-  Plan,
-  UnlearningData,
-  epoch_blocks,
-  frozen_context,
-  optimizer,
-  phase,
-  register,
-  teacher_outputs,
-)
+from unlearn_jax.methods.common import optimizer
+from unlearn_jax.methods.registry import register
 from unlearn_jax.objectives import Term, terms
 from unlearn_jax.perturbations import PerturbationConfig, perturbed_set
+from unlearn_jax.training.plan import Block, Data, Plan
 
 
 def spotter_terms() -> dict[str, Term]:
@@ -36,41 +25,36 @@ def spotter_terms() -> dict[str, Term]:
 
 
 def spotter_weights(lambda1: float, lambda2: float) -> dict[str, float]:
+  """{"mkd": λ₁, "mkd_near": 1 − λ₁, "dispersion": λ₂}; λ₁ ∈ [0, 1]."""
   if not 0.0 <= lambda1 <= 1.0:
     raise ValueError(f"spotter.lambda1: {lambda1} not in [0, 1].")
   return {"mkd": lambda1, "mkd_near": 1.0 - lambda1, "dispersion": lambda2}
 
 
-def _build(config, original: Original, data: UnlearningData, seed: int) -> Plan:
+PGD = {"kind": "pgd", "mode": "targeted_boundary", "eps": 8 / 255, "step_size": 0.01,
+       "num_steps": 3, "sigma": 0.01, "beta": None, "beta_quantile": None}
+
+
+@register("spotter", reads=("forget",),
+          description="Masked KD from θ_o on D_f and its perturbed neighbours + intra-class "
+                      "dispersion; no D_r.",
+          defaults={"optimizer": "sgd", "learning_rate": 1e-4, "momentum": 0.9,
+                    "weight_decay": 5e-4, "epochs": 10, "batch_size": 128, "lambda1": 0.7,
+                    "lambda2": 1.0, "perturbation": PGD})
+def spotter(hp, original, data, seed) -> Plan:
+  """Spotter's plan: ``epochs`` over D_f, Ã zipped alongside."""
   forget = data.require("forget", "spotter")
   if not data.forget_classes:
     raise ValueError("spotter: class unlearning only (forget.classes); its masked teacher "
                      "removes whole classes.")
   near = perturbed_set(original.model, original.params, original.model_state, forget,
                        seeding.device_key(seed, "spotter_perturbed"),
-                       PerturbationConfig(**config.perturbation.to_dict()))
-  teacher = (original.params, original.model_state)
-  streams = {name: Stream(d, config.batch_size, seed=seed, name=name,
-                          extras=teacher_outputs(original.model, d, original=teacher))
-             for name, d in (("forget", forget), ("perturbed", near))}
-  t = spotter_terms()
-  blocks = epoch_blocks(phase("spotter", original.model, t, bn_train=False), streams, "forget",
-                        range(config.epochs))
+                       PerturbationConfig(**hp.perturbation))
+  sets = {"forget": Data(forget, hp.batch_size), "perturbed": Data(near, hp.batch_size)}
   return Plan(original.model, original.params, original.model_state,
-              optimizer(config, streams["forget"].steps_per_epoch), tuple(blocks),
-              frozen_context(original, data, spotter_weights(config.lambda1, config.lambda2), t),
-              info={"perturbed_examples": len(near)})
-
-
-PGD = {"kind": "pgd", "mode": "targeted_boundary", "eps": 8 / 255, "step_size": 0.01,
-       "num_steps": 3, "sigma": 0.01, "beta": None, "beta_quantile": None}
-
-register(Method(
-    "spotter", frozenset({"forget"}), _build,
-    {"resnet18": {"optimizer": "sgd", "learning_rate": 1e-4, "momentum": 0.9,
-                  "weight_decay": 5e-4, "epochs": 10, "batch_size": 128, "lambda1": 0.7,
-                  "lambda2": 1.0, "perturbation": PGD},
-     "small": {"optimizer": "sgd", "learning_rate": 1e-4, "momentum": 0.9, "weight_decay": 5e-4,
-               "epochs": 10, "batch_size": 128, "lambda1": 0.7, "lambda2": 1.0,
-               "perturbation": PGD}},
-    "Masked KD from θ_o on D_f and its perturbed neighbours + intra-class dispersion; no D_r."))
+              optimizer(hp, sets["forget"].steps_per_epoch), sets,
+              [Block("spotter", spotter_terms(), epochs=hp.epochs, driver="forget",
+                     bn_train=False)],
+              spotter_weights(hp.lambda1, hp.lambda2), seed,
+              teachers={"original": (original.params, original.model_state)},
+              forget_mask=data.forget_mask, info={"perturbed_examples": len(near)})

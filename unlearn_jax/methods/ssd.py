@@ -1,4 +1,4 @@
-"""Selective Synaptic Dampening, SSD (Foster et al., AAAI 2024; papers.md §5). No training.
+"""Selective Synaptic Dampening, SSD (Foster et al., AAAI 2024; docs/math.md §5.12). No training.
 
 Diagonal Fisher proxies I_D = mean_batches (∇_θ CE)² over the training set D = D_f ∪ D_r and I_f
 over D_f; for every parameter with I_f > α·I_D: θ ← θ·min(λ·I_D / I_f, 1).
@@ -12,17 +12,18 @@ import numpy as np
 import optax
 
 from unlearn_jax.data.datasets import ArrayDataset
-from unlearn_jax.methods.base import Method, Original, Plan, UnlearningData, register
+from unlearn_jax.methods.registry import register
 from unlearn_jax.models import Model
 from unlearn_jax.objectives.losses import cross_entropy, masked_mean
 from unlearn_jax.training import sharding
+from unlearn_jax.training.plan import Plan
 
 
 @functools.cache
 def _squared_grad(model: Model):
   def squared_grad(params, model_state, images, labels, mask, _):
     grad = jax.grad(lambda q: masked_mean(
-        cross_entropy(model.apply(q, model_state, images)[1], labels), mask))(params)
+        cross_entropy(model.apply(q, model_state, images)[1], labels), where=mask))(params)
     return jax.tree.map(jnp.square, grad)
 
   return jax.jit(squared_grad)
@@ -48,24 +49,24 @@ def dampen(params, forget_importance, full_importance, *, alpha: float, lam: flo
   return jax.tree.map(one, params, forget_importance, full_importance)
 
 
-def _build(config, original: Original, data: UnlearningData, seed: int) -> Plan:
-  del seed  # Deterministic.
-  if config.alpha <= 0 or config.lam <= 0:
-    raise ValueError(f"ssd.alpha / ssd.lam: must be > 0, got {config.alpha}, {config.lam}.")
+@register("ssd", reads=("forget", "retain"),
+          description="Dampen the weights far more important to D_f than to D (Fisher ratio); "
+                      "no training.",
+          defaults={"alpha": 1.0, "lam": 0.5, "batch_size": 64},
+          profiles={"resnet18": {"alpha": 10.0, "lam": 1.0, "batch_size": 256},
+                    "fashion_mnist": {"alpha": 5.0, "batch_size": 128}})
+def ssd(hp, original, data, seed) -> Plan:
+  """θ_o dampened; an empty schedule (no step)."""
+  if hp.alpha <= 0 or hp.lam <= 0:
+    raise ValueError(f"ssd.alpha / ssd.lam: must be > 0, got {hp.alpha}, {hp.lam}.")
   forget, retain = data.require("forget", "ssd"), data.require("retain", "ssd")
   full = ArrayDataset(np.concatenate([forget.images, retain.images]),
                       np.concatenate([forget.labels, retain.labels]))
   m, p, s = original.model, original.params, original.model_state
-  i_f = importances(m, p, s, forget, batch_size=config.batch_size)
-  i_d = importances(m, p, s, full, batch_size=config.batch_size)
-  new = dampen(p, i_f, i_d, alpha=config.alpha, lam=config.lam)
+  i_f = importances(m, p, s, forget, batch_size=hp.batch_size)
+  i_d = importances(m, p, s, full, batch_size=hp.batch_size)
+  new = dampen(p, i_f, i_d, alpha=hp.alpha, lam=hp.lam)
   changed = sum(int(jnp.sum(a != b)) for a, b in zip(jax.tree.leaves(new), jax.tree.leaves(p),
                                                      strict=True))
-  return Plan(m, new, s, optax.identity(), (), {}, info={"dampened_parameters": changed})
-
-
-register(Method(
-    "ssd", frozenset({"forget", "retain"}), _build,
-    {"resnet18": {"alpha": 10.0, "lam": 1.0, "batch_size": 256},
-     "small": {"alpha": 1.0, "lam": 0.5, "batch_size": 64}},
-    "Dampen the weights far more important to D_f than to D (Fisher ratio); no training."))
+  return Plan(m, new, s, optax.identity(), {}, [], {}, seed,
+              info={"dampened_parameters": changed})

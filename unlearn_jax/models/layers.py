@@ -22,4 +22,5 @@ def max_pool_2x2(x: jnp.ndarray) -> jnp.ndarray:
 
 
 def global_avg_pool(x: jnp.ndarray) -> jnp.ndarray:
+  """Mean over the spatial axes: [B, H, W, C] → [B, C]."""
   return x.mean(axis=(1, 2))

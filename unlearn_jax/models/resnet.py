@@ -1,4 +1,4 @@
-"""CIFAR ResNet-18 (He et al., 2016) as in the Spotter reference code (papers.md §2.3).
+"""CIFAR ResNet-18 (He et al., 2016) as in the Spotter reference code (docs/math.md §1.3).
 
 3×3 stem conv (stride 1, no bias) + BN + ReLU and no max-pool; BasicBlock stages [2, 2, 2, 2]
 of widths (64, 128, 256, 512)·width with strides (1, 2, 2, 2) and 1×1 conv + BN projection
@@ -18,6 +18,9 @@ _conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 
 class BasicBlock(nn.Module):
+  """relu(shortcut(x) + BN(conv3×3(relu(BN(conv3×3_stride(x)))))); the shortcut is a 1×1
+  convolution + BN where the stride or width changes, else the identity."""
+
   features: int
   stride: int
   norm: type
@@ -33,6 +36,9 @@ class BasicBlock(nn.Module):
 
 
 class ResNet18(nn.Module):
+  """CIFAR ResNet-18 (docs/math.md §1.3): x ∈ [0, 1] [B, H, W, 3] → (features [B, 512·width],
+  logits [B, num_classes]); stage outputs are sown as ``intermediates`` ``layer1``–``layer4``."""
+
   num_classes: int
   mean: Sequence[float]
   std: Sequence[float]

@@ -6,9 +6,7 @@ from unlearn_jax.objectives.compose import (
     Outputs,
     Term,
     make_objective,
-    stream_parts,
-    validate_weights,
+    with_augmentation,
 )
 
-__all__ = ["Context", "Objective", "Outputs", "Term", "make_objective", "stream_parts",
-           "validate_weights"]
+__all__ = ["Context", "Objective", "Outputs", "Term", "make_objective", "with_augmentation"]

@@ -5,11 +5,11 @@ An objective is what a training step differentiates::
     objective(params, model_state, batch, key, frozen) -> (loss, (model_state, aux))
 
 ``batch`` maps stream names (``"forget"``, ``"retain"``, ``"perturbed"``, …) to
-``{"image", "label", "mask"}`` and may hold ``"progress"`` (t/T in [0, 1]). A stream may also carry
-a frozen teacher's outputs computed once beforehand (``"<teacher>/features"``,
-``"<teacher>/logits"``; :func:`unlearn_jax.methods.base.teacher_outputs`): the objective then reads
-them instead of running that teacher on the stream. ``frozen`` holds what
-is read but not trained: ``"weights"`` {term name: λ}, ``"teachers"`` {name: (params,
+``{"image", "label", "mask"}`` and may hold ``"progress"`` (t/T in [0, 1]). A stream may also
+carry a frozen teacher's outputs computed once beforehand (``"<teacher>/features"``,
+``"<teacher>/logits"``; :func:`unlearn_jax.training.execute.teacher_outputs`): the objective then
+reads them instead of running that teacher on the stream. ``frozen`` holds what is read but not
+trained: ``"weights"`` {term name: λ}, ``"teachers"`` {name: (params,
 model_state)}, ``"forget_mask"`` (bool [C]). Weights live in ``frozen`` so a sweep over λ needs no
 recompilation. ``aux`` is flat with ``/``-namespaced names (``"kd/loss"``).
 
@@ -20,7 +20,6 @@ jax_privacy's loss contract, because a training-mode forward pass updates them.
 """
 
 import dataclasses
-import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -33,6 +32,8 @@ from unlearn_jax.models import Model
 
 @dataclasses.dataclass(frozen=True)
 class Outputs:
+  """A forward pass: penultimate ``features`` [B, d] and ``logits`` [B, C]."""
+
   features: jax.Array
   logits: jax.Array
 
@@ -62,20 +63,8 @@ class Term:
 Objective = Callable[..., tuple[jax.Array, tuple[Any, dict[str, jax.Array]]]]
 
 
-def validate_weights(weights: Mapping[str, float], terms: Mapping[str, Term]) -> None:
-  """Raises ValueError if a weight is missing, unknown, negative or not finite."""
-  missing, unknown = set(terms) - set(weights), set(weights) - set(terms)
-  if missing or unknown:
-    raise ValueError(f"weights: missing {sorted(missing)}, unknown {sorted(unknown)}; "
-                     f"terms are {sorted(terms)}.")
-  for name, w in weights.items():
-    if not math.isfinite(float(w)) or float(w) < 0:
-      raise ValueError(f"weights.{name}: {w} is not allowed; weights must be finite and ≥ 0 "
-                       "(use a negated term, e.g. neg_ce, to ascend a loss).")
-
-
 def make_objective(model: Model, terms: Mapping[str, Term], *, bn_train: bool = True,
-                   only: Sequence[str] | None = None) -> Objective:
+                   streams: Sequence[str | None] | None = None) -> Objective:
   """Builds ``objective(params, model_state, batch, key, frozen)`` = Σ_name λ_name · term_name.
 
   Args:
@@ -83,24 +72,22 @@ def make_objective(model: Model, terms: Mapping[str, Term], *, bn_train: bool = 
     terms: {name: Term}; each name needs a weight in ``frozen["weights"]``.
     bn_train: batch norm uses batch statistics and updates running ones (False: frozen, as in
       Spotter).
-    only: compute just these term names (each with the key and weight it has in the full
-      objective), so objectives over a partition of the names sum to the full one
-      (:func:`stream_parts`).
+    streams: compute only the terms reading these data sets (``None`` in it: also the terms
+      reading none, such as ℓ1), each with the key and weight it has in the whole objective, so
+      objectives over a partition of the data sets sum to the whole one.
   """
   if not terms:
     raise ValueError("terms: an objective needs at least one term.")
-  unknown = set(only or ()) - set(terms)
-  if unknown or (only is not None and not only):
-    raise ValueError(f"only: {sorted(only)} must be a non-empty subset of the terms "
-                     f"{sorted(terms)}.")
   all_names = sorted(terms)
-  names = [n for n in all_names if only is None or n in only]
-  streams = sorted({terms[n].stream for n in names if terms[n].stream})
+  names = [n for n in all_names if streams is None or terms[n].stream in streams]
+  if not names:
+    raise ValueError(f"streams: {list(streams)} select no term of {all_names}.")
+  forwards = sorted({terms[n].stream for n in names if terms[n].stream})
   teacher_reads = sorted({(t, terms[n].stream) for n in names for t in terms[n].teachers})
 
   def objective(params, model_state, batch, key, frozen):
     outs = {}
-    for s in streams:
+    for s in forwards:
       features, logits, model_state = model.apply(
           params, model_state, batch[s]["image"], train=bn_train)
       outs[s] = Outputs(features, logits)
@@ -128,16 +115,6 @@ def make_objective(model: Model, terms: Mapping[str, Term], *, bn_train: bool = 
     return total, (model_state, aux)
 
   return objective
-
-
-def stream_parts(terms: Mapping[str, Term]) -> tuple[tuple[str, ...], ...]:
-  """The term names grouped by the stream they read, streams in sorted order; terms reading no
-  stream (ℓ1) join the first group. ``make_objective(..., only=part)`` over the parts sums to
-  the full objective: the gradient of each part needs one stream's forward and backward only."""
-  streams = sorted({t.stream for t in terms.values() if t.stream})
-  parts = [tuple(n for n in sorted(terms) if terms[n].stream == s) for s in streams] or [()]
-  parts[0] = tuple(sorted(parts[0] + tuple(n for n in terms if not terms[n].stream)))
-  return tuple(parts)
 
 
 def with_augmentation(objective: Objective, stream: str) -> Objective:

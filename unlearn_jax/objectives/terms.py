@@ -11,7 +11,7 @@ from unlearn_jax.objectives.compose import Context, Term
 
 
 def _mean(ctx: Context, values: jax.Array) -> jax.Array:
-  return losses.masked_mean(values, ctx.data["mask"])
+  return losses.masked_mean(values, where=ctx.data["mask"])
 
 
 def cross_entropy(stream: str = "retain") -> Term:
@@ -40,7 +40,7 @@ def distillation(stream: str, *, teacher: str = "original", temperature: float =
 
   def fn(c: Context) -> jax.Array:
     mask = c.frozen["forget_mask"] if masked else None
-    return _mean(c, losses.distillation(c.teachers[teacher].logits, c.out.logits,
+    return _mean(c, losses.distillation(c.out.logits, c.teachers[teacher].logits,
                                         temperature=temperature, forget_mask=mask))
 
   return Term(fn, stream, (teacher,))
@@ -96,6 +96,6 @@ def blended_teacher_distillation(stream: str = "mixed", *, good: str = "original
     bad_p = jax.nn.softmax(c.teachers[bad].logits / temperature)
     u = c.data["is_forget"].astype(good_p.dtype)[:, None]
     log_q = jax.nn.log_softmax(c.out.logits / temperature)
-    return _mean(c, losses.kl_divergence(u * bad_p + (1 - u) * good_p, log_q))
+    return _mean(c, losses.kl_divergence(log_q, u * bad_p + (1 - u) * good_p))
 
   return Term(fn, stream, (good, bad))

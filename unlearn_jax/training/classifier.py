@@ -10,11 +10,23 @@ import jax.numpy as jnp
 
 from unlearn_jax import seeding
 from unlearn_jax.data.datasets import ArrayDataset
-from unlearn_jax.methods.finetune import classifier_plan
 from unlearn_jax.models import Model
+from unlearn_jax.objectives import terms
 from unlearn_jax.optim import Recipe
 from unlearn_jax.training.execute import execute_plan, execute_population
+from unlearn_jax.training.plan import Block, Data, Plan
 from unlearn_jax.training.state import TrainState
+
+
+def classifier_plan(model: Model, data: ArrayDataset, recipe: Recipe, seed: int) -> Plan:
+  """``recipe.epochs`` epochs of CE on ``data`` (as data set ``"train"``, cropped and flipped
+  when ``recipe.augment``) from a fresh init; init, data order and augmentation from ``seed``."""
+  params, model_state = model.init(seeding.device_key(seed, "init"))
+  return Plan(model, params, model_state, recipe.make_tx(len(data)),
+              data={"train": Data(data, recipe.batch_size, augment=recipe.augment)},
+              blocks=[Block("train", {"ce": terms.cross_entropy("train")},
+                            epochs=recipe.epochs)],
+              weights={"ce": 1.0}, seed=seed)
 
 
 def train_classifier(model: Model, data: ArrayDataset, recipe: Recipe, *, seed: int,

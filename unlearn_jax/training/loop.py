@@ -48,7 +48,7 @@ class StopRule:
 
 
 class NonFiniteLossError(FloatingPointError):
-  pass
+  """The loss became NaN or infinite (the message names the step and the terms)."""
 
 
 def _scalars(tree) -> dict[str, float]:

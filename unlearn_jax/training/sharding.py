@@ -41,6 +41,7 @@ def make_mesh(num_devices: int | None = None) -> jax.sharding.Mesh:
 
 
 def replicated(mesh: jax.sharding.Mesh) -> NamedSharding:
+  """Every device holds the whole array."""
   return NamedSharding(mesh, P())
 
 

@@ -10,6 +10,8 @@ from flax import struct
 
 @struct.dataclass
 class TrainState:
+  """The step count, parameters, batch-norm statistics and optimiser state of one model."""
+
   step: jax.Array  # int32 scalar: number of updates applied
   params: Any
   model_state: Any  # batch-norm running statistics ({} without batch norm)
@@ -17,4 +19,5 @@ class TrainState:
 
 
 def create_train_state(params, model_state, tx: optax.GradientTransformation) -> TrainState:
+  """Step 0 at ``params`` with ``tx``'s initial state."""
   return TrainState(jnp.zeros((), jnp.int32), params, model_state, tx.init(params))

@@ -1,7 +1,6 @@
 """The stateless training step and the optimiser pieces it is built from."""
 
-import collections
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -9,8 +8,6 @@ import optax
 
 from unlearn_jax.objectives import Objective
 from unlearn_jax.training.state import TrainState
-
-MAX_IN_FLIGHT = 3  # split steps dispatched before the host waits for the oldest
 
 Step = Callable[[TrainState, Any, jax.Array, Any], tuple[TrainState, dict[str, jax.Array]]]
 
@@ -40,8 +37,8 @@ def make_accumulate(objective: Objective, *, axis_name: str | None = None):
   ``total`` = (grads, metrics) of the objectives so far (None: none yet) plus this one's, at
   ``state.params`` with key ``fold_in(key, state.step)``; ``model_state`` flows through.
 
-  Splitting a sum of objectives into parts accumulated one after another (:func:`split_step`)
-  gives the gradient of the sum; on CPU each part's program is smaller (design.md).
+  Accumulating the parts of a sum of objectives one after another gives the gradient of the sum;
+  on CPU each part's program is smaller (:func:`unlearn_jax.training.execute.block_step`).
   """
 
   def accumulate(state: TrainState, total, model_state, batch, key, frozen):
@@ -76,29 +73,3 @@ def make_apply(tx: optax.GradientTransformation):
     return new_state, metrics
 
   return apply
-
-
-def split_step(parts: Sequence[Objective], tx: optax.GradientTransformation,
-               jit_apply: Callable[[Callable], Callable]) -> Step:
-  """The step of ``Σ parts`` as ``len(parts) + 1`` programs run one after another: each part's
-  gradient (``jax.jit``, placed like its inputs) is added to the running total, then one update
-  compiled by ``jit_apply`` (:func:`unlearn_jax.training.execute.phase_step`). Equal to
-  ``make_train_step`` of the sum up to float reassociation."""
-  accumulates = [jax.jit(make_accumulate(p)) for p in parts]
-  apply = jit_apply(make_apply(tx))
-
-  in_flight = collections.deque()
-
-  def step(state: TrainState, batch, key: jax.Array, frozen) -> tuple[TrainState, dict]:
-    # At most MAX_IN_FLIGHT steps dispatched ahead of the host: many unsynced programs with
-    # collectives can deadlock XLA:CPU's host devices (design.md).
-    if len(in_flight) >= MAX_IN_FLIGHT:
-      jax.block_until_ready(in_flight.popleft())
-    total, model_state = None, state.model_state
-    for accumulate in accumulates:
-      total, model_state = accumulate(state, total, model_state, batch, key, frozen)
-    state, metrics = apply(state, total, model_state)
-    in_flight.append(metrics["loss"])
-    return state, metrics
-
-  return step

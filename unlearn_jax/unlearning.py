@@ -6,16 +6,16 @@ method's declared data access (a method that does not read D_r never receives it
 
 import dataclasses
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
-import ml_collections
+import numpy as np
 
 from unlearn_jax import seeding
 from unlearn_jax.checkpoint import Checkpointer
 from unlearn_jax.data.splits import Splits
-from unlearn_jax.methods import Method, Original, UnlearningData, get_method
+from unlearn_jax.methods import Method, Original, get_method, method_data
 from unlearn_jax.training.execute import execute_plan
 from unlearn_jax.training.loop import Hook
 from unlearn_jax.training.state import create_train_state
@@ -23,20 +23,13 @@ from unlearn_jax.training.state import create_train_state
 
 @dataclasses.dataclass(frozen=True)
 class UnlearnResult:
+  """The unlearned model, its logged metrics, its wall time and the method's info numbers."""
+
   params: Any
   model_state: Any
   history: list[dict]
   seconds: float  # wall time of the unlearning alone (plan building, steps, finalize)
   info: dict
-
-
-def method_data(method: Method, splits: Splits) -> UnlearningData:
-  """The splits as ``method`` may see them: undeclared sets are ``None``."""
-  return UnlearningData(
-      forget=splits.forget if "forget" in method.reads else None,
-      retain=splits.retain if "retain" in method.reads else None,
-      forget_classes=splits.forget_classes,
-      num_classes=splits.dataset.num_classes)
 
 
 def unlearn(
@@ -45,7 +38,7 @@ def unlearn(
     splits: Splits,
     *,
     seed: int,
-    config: ml_collections.ConfigDict | None = None,
+    hparams: Mapping[str, Any] | None = None,
     profile: str = "small",
     mesh: jax.sharding.Mesh | None = None,
     checkpointer: Checkpointer | None = None,
@@ -53,24 +46,25 @@ def unlearn(
     run_key: str = "",
     hooks: Sequence[Hook] = (),
     progress: bool = True,
-    split_streams: bool | None = None,
 ) -> UnlearnResult:
   """Runs ``method`` from ``original`` on ``splits`` and returns the unlearned model.
 
   Args:
     method: a registered name or a :class:`Method`.
-    config: hyper-parameters (default: ``method.config(profile)``).
+    hparams: overrides of the ``profile``'s hyper-parameters (checked by key and type), or
+      the method's :class:`~unlearn_jax.methods.HParams`.
     checkpointer: saves the running state every ``checkpoint_every`` steps; a checkpoint of the
       same ``run_key`` found there is resumed (ending bit-identical to an uninterrupted run).
     hooks: evaluation callbacks ``fn(step, state) -> dict`` every ``every`` steps.
-    split_streams: one program per stream (None: on CPU only;
-      :func:`~unlearn_jax.training.execute.phase_step`).
   """
   method = get_method(method) if isinstance(method, str) else method
-  config = config if config is not None else method.config(profile)
-  data = method_data(method, splits)
+  if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
+    raise ValueError(f"seed: {seed!r} is a {type(seed).__name__}; expected an int.")
+  hp = method.hparams(profile, hparams)
+  data = method_data(method, splits.forget, splits.retain, splits.forget_classes,
+                     splits.dataset.num_classes)
   start = time.perf_counter()
-  plan = method.build(config, original, data, seed)
+  plan = method.build(hp, original, data, seed)
   state, save = None, None
   if checkpointer is not None:
     meta = checkpointer.meta()
@@ -84,7 +78,7 @@ def unlearn(
   final, history = execute_plan(plan, key=seeding.device_key(seed, method.name, "steps"),
                                 mesh=mesh, state=state, checkpoint=save,
                                 checkpoint_every=checkpoint_every, hooks=hooks, progress=progress,
-                                desc=method.name, split_streams=split_streams)
+                                desc=method.name)
   params, model_state = final.params, final.model_state
   if plan.finalize is not None:
     params, model_state = plan.finalize(params, model_state)
