@@ -1,5 +1,5 @@
-"""docs/extending.md's own files, exactly as written there: a new method (and metric) in its own
-file is picked up by ``unlearn-jax run`` with no other edit."""
+"""docs/extending.md's own files, exactly as written there: a new method and a new metric, each
+in its own file, are picked up by ``unlearn-jax run`` with no other edit."""
 
 import json
 import pathlib
@@ -22,9 +22,9 @@ def _command() -> list[str]:
   return line.split()[1:]
 
 
-def test_the_tutorials_method_runs_from_its_own_file(tmp_path, data_dir):
+def test_the_tutorials_method_and_metric_run_from_their_own_files(tmp_path, data_dir):
   files = _files()
-  assert {"my_methods.py", "my_experiment.py"} <= set(files)
+  assert {"my_methods.py", "my_metrics.py", "my_experiment.py"} <= set(files)
   for name, body in files.items():
     (tmp_path / name).write_text(body)
   quick = ["--config.original.epochs=4", "--config.hparams.spotter.epochs=2",
@@ -41,7 +41,10 @@ def test_the_tutorials_method_runs_from_its_own_file(tmp_path, data_dir):
   assert list(results["models"]) == ["original", "spotter", "spotter_contract"]
   assert results["config"]["hparams"]["spotter_contract"] == {"lambda3": 0.5, "epochs": 2}
   rows = (tmp_path / "runs" / "my_experiment" / "results.md").read_text()
-  assert "| spotter_contract |" in rows
+  header = next(line for line in rows.splitlines() if line.startswith("| Method"))
+  assert "| spotter_contract |" in rows and "| conf D_f |" in header
+  conf = {m: r["metrics"]["conf/forget"] for m, r in results["models"].items()}
+  assert 0 < conf["spotter_contract"] < conf["original"] <= 1, conf  # moving away from θ_o
   # The contraction term ran: the two methods' forget-set feature norms differ.
   norm = [results["models"][m]["metrics"]["norm/forget"] for m in ("spotter", "spotter_contract")]
   assert norm[0] != norm[1], norm

@@ -57,12 +57,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if not config.retrain_seeds and needs_retrain:
     raise ValueError(f"config.retrain_seeds is empty (Retrain disabled) but {needs_retrain} need "
                      "Retrain; set retrain_seeds or turn them off.")
-  for name, s in settings.items():
-    unknown = set(getattr(s, "models", ())) - set(config.methods) - {"original"}
+  for name, s in settings.items():  # named models that are not run are skipped
+    unknown = set(getattr(s, "models", ())) - set(METHODS) - {"original"}
     if s.enabled and unknown:
-      raise ValueError(f"config.evaluation.{name}.models: {sorted(unknown)} are not run; add "
-                       f"them to config.methods or set config.evaluation.{name}.models=(...) to "
-                       "models that run.")
+      raise ValueError(f"config.evaluation.{name}.models: {sorted(unknown)} are not methods; "
+                       f"known: original, {', '.join(sorted(METHODS))}.")
 
 
 def evaluation_settings(config: ml_collections.ConfigDict) -> dict[str, registry.Settings]:

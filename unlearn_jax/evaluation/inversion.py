@@ -300,6 +300,7 @@ class InversionSettings(registry.Settings):
   """Gradient inversion of the first ``num_images`` forget images, on the ``models`` named, with
   the search of :class:`InversionConfig`."""
 
+  # The models attacked, those of them that a run has (others named are skipped).
   models: tuple[str, ...] = ("original", "retrain", "ga", "spotter", "opc")
   num_images: int = 4
   iterations: int = 300
