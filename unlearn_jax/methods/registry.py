@@ -21,6 +21,7 @@ import numpy as np
 from unlearn_jax.data.datasets import ArrayDataset
 from unlearn_jax.models import Model
 from unlearn_jax.training.plan import Plan
+from unlearn_jax.validation import check_numbers
 
 DATA_SETS = ("forget", "retain")
 BASE_PROFILE = "small"
@@ -143,15 +144,18 @@ class Method:
     """The hyper-parameters of ``profile`` with ``overrides`` (nested dicts merge).
 
     Raises:
-      ValueError: an unknown profile, or an override of an unknown key or of the wrong type
-        (named as ``field.key``; default field ``hparams.<method>``).
+      ValueError: an unknown profile, an override of an unknown key or of the wrong type, or
+        a number out of range (:mod:`unlearn_jax.validation`), named as ``field.key``
+        (default field ``hparams.<method>``).
     """
     if profile not in known_profiles():
       raise ValueError(f"profile: {profile!r} unknown; known: {', '.join(known_profiles())}.")
     field = field or f"hparams.{self.name}"
     every = [_merge(self.defaults, p, field) for p in (*self.profiles.values(), {})]
     base = _merge(self.defaults, self.profiles.get(profile, {}), field)
-    return HParams(_merge(base, overrides or {}, field, every))
+    values = _merge(base, overrides or {}, field, every)
+    check_numbers(values, field)
+    return HParams(values)
 
 
 METHODS: dict[str, Method] = {}
