@@ -55,8 +55,16 @@ class UnlearningData:
 
   @property
   def forget_mask(self) -> np.ndarray:
-    """bool [C], True on the forgotten classes."""
-    return np.isin(np.arange(self.num_classes), self.forget_classes)
+    """bool [C], True on the forgotten classes.
+
+    Raises:
+      ValueError: every class is forgotten (a masked softmax over no class is undefined).
+    """
+    mask = np.isin(np.arange(self.num_classes), self.forget_classes)
+    if mask.all():
+      raise ValueError(f"forget_classes {self.forget_classes} remove all {self.num_classes} "
+                       "classes; keep at least one.")
+    return mask
 
 
 class HParams(Mapping):
