@@ -179,7 +179,7 @@ def test_killed_unlearning_resumes_bit_identical(tmp_path, digits_model, digits_
     (["--config.foo=1"], r"config.foo: unknown key"),
     (["--config.methods=('spotter', 'gd')"], r"config.methods: unknown method 'gd'"),
     (["--config.retrain_seeds=()"], r"Retrain disabled.*'retrain', 'evaluation.representation'"),
-    (["--config.hparams.spotter.lambda3=1.0"], r"methods.spotter.lambda3: unknown"),
+    (["--config.hparams.spotter.lambda3=1.0"], r"config.hparams.spotter.lambda3: unknown"),
     (["--config.data.name='cifar11'"], r"config.data.name: unknown dataset 'cifar11'"),
     (["--config.forget.classes=(12,)"], r"forget.classes: class ids \[12\] out of range"),
     (["--config.seed=zero"], r"config.seed"),
