@@ -107,6 +107,27 @@ def test_killed_run_restarts_without_redoing_finished_methods(tmp_path, data_dir
   assert calls == ["ga", "spotter", "spotter"]
 
 
+def test_readme_example_after_command_1_on_the_same_output_dir(tmp_path, data_dir):
+  """A changed config (forget set, Spotter epochs) gives methods new keys: their checkpoints
+  live under the key, so the earlier run's steps neither collide nor resume. A damaged method
+  result is recomputed."""
+  common = ["--config.methods=('retrain', 'ga', 'spotter')", "--config.checkpoint_every=5",
+            "--config.evaluation.inversion.enabled=False"]
+  runner.run_experiment(_config(tmp_path, data_dir, *common))
+  changed = _config(tmp_path, data_dir, *common, "--config.forget.classes=(3,)",
+                    "--config.hparams.spotter.epochs=3")
+  results = runner.run_experiment(changed)
+  assert results["forget_classes"] == [3]
+  spotter = tmp_path / "out" / "checkpoints" / "spotter"
+  assert len([p for p in spotter.iterdir() if p.is_dir()]) == 2  # one folder per key
+  ga = tmp_path / "out" / "methods" / "ga.json"
+  ga.write_text(ga.read_text()[:40])  # as a kill during an older, non-atomic write left it
+  again = runner.run_experiment(changed)
+  assert again["models"]["ga"]["metrics"]["UA"] == results["models"]["ga"]["metrics"]["UA"]
+  assert json.loads(ga.read_text())["result"]["metrics"]["UA"] == again["models"]["ga"][
+      "metrics"]["UA"]
+
+
 _CACHED_PROGRAM = """
 import sys
 import jax

@@ -14,7 +14,7 @@ LAYERS = (
     ("seeding", "distributed"),
     ("data",),
     ("models",),
-    ("optim", "objectives"),
+    ("optim", "objectives", "validation"),
     ("training",),
     ("checkpoint", "perturbations"),
     ("methods",),

@@ -94,7 +94,7 @@ def test_hyper_parameters_are_typed_and_profiles_merge():
 
 @pytest.mark.parametrize("name, overrides, message", [
     ("neggrad_plus", {"beta": 1.5}, r"weights.neg_ce: -0.5 is not allowed"),
-    ("opc", {"lam": float("nan")}, r"weights.contraction: nan is not allowed"),
+    ("opc", {"lam": float("nan")}, r"hparams.opc.lam: nan is not allowed"),  # at the hparams
     ("spotter", {"lambda1": 1.2}, r"spotter.lambda1: 1.2 not in \[0, 1\]"),
     ("l1_sparse", {"alpha": -1e-4}, r"weights.l1: -0.0001 is not allowed"),
 ])

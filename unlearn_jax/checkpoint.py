@@ -24,6 +24,35 @@ class CheckpointMismatchError(ValueError):
   """A checkpoint whose parameter tree differs from the model it is restored into."""
 
 
+class CorruptCheckpointError(ValueError):
+  """A checkpoint that cannot be read (a truncated or overwritten file); the message names the
+  directory to delete."""
+
+
+def write_atomic(path: str | os.PathLike, text: str) -> None:
+  """Writes ``text`` to ``path`` through a temporary file beside it and ``os.replace``, so a
+  killed process leaves the old file or the new one, never part of one."""
+  path = pathlib.Path(path)
+  tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+  try:
+    tmp.write_text(text)
+    os.replace(tmp, path)
+  finally:
+    tmp.unlink(missing_ok=True)
+
+
+def read_json(path: str | os.PathLike, recover: str):
+  """The JSON value in ``path``.
+
+  Raises:
+    ValueError: the file is not valid JSON (names the file, the fault and ``recover``).
+  """
+  try:
+    return json.loads(pathlib.Path(path).read_text())
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise ValueError(f"{path}: not valid JSON, the file is damaged ({e}); {recover}.") from e
+
+
 def config_hash(config: Any) -> str:
   """Stable 12-hex-digit hash of a JSON-serialisable config."""
   text = json.dumps(config, sort_keys=True, default=str)
@@ -87,8 +116,19 @@ class Checkpointer:
     step = self.latest_step() if step is None else step
     if step is None:
       return None
-    restored = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
-    return restored["meta"]
+    return self._read(step, meta=ocp.args.JsonRestore())["meta"]
+
+  def _read(self, step: int, **items):
+    """The ``items`` of ``step``; a failure to read them is one :class:`CorruptCheckpointError`
+    naming the directory to delete."""
+    try:
+      return self._manager.restore(step, args=ocp.args.Composite(**items))
+    except Exception as e:  # Orbax, TensorStore and JSON errors of a damaged file
+      cause = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+      raise CorruptCheckpointError(
+          f"checkpoint: {self.directory} step {step} cannot be read ({type(e).__name__}: "
+          f"{cause}); delete {self.directory} and run again (it is trained again from the "
+          "start).") from e
 
   def restore(self, abstract_state, step: int | None = None):
     """Restores onto the structure, shapes and shardings of ``abstract_state``; leaves without a
@@ -98,6 +138,7 @@ class Checkpointer:
     Raises:
       FileNotFoundError: no checkpoint in the directory.
       CheckpointMismatchError: the checkpoint holds another architecture (names the leaves).
+      CorruptCheckpointError: a file of the checkpoint is damaged (names the directory).
     """
     step = self.latest_step() if step is None else step
     if step is None:
@@ -116,9 +157,7 @@ class Checkpointer:
       return struct
 
     abstract = jax.tree.map(target, abstract_state)
-    restored = self._manager.restore(
-        step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
-    return restored["state"]
+    return self._read(step, state=ocp.args.StandardRestore(abstract))["state"]
 
   def wait(self) -> None:
     self._manager.wait_until_finished()

@@ -62,7 +62,7 @@ def _parser() -> argparse.ArgumentParser:
       ("train-retrain", "train (or load from the cache) the Retrain oracles of a config")):
     p = sub.add_parser(name, help=help_text, description=help_text)
     p.add_argument("config", help="experiment config: path[.py][:arg] or a name in experiments/")
-    p.add_argument("overrides", nargs="*", metavar="--config.KEY=VALUE",
+    p.add_argument("overrides", nargs="*", default=[], metavar="--config.KEY=VALUE",
                    help="override config fields, e.g. --config.seed=1 "
                         "--config.hparams.spotter.epochs=5")
     _distributed_flags(p)

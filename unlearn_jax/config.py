@@ -52,6 +52,10 @@ def apply_override(config: ml_collections.ConfigDict, dotted: str, value) -> Non
       node[leaf] = value
     return
   if not isinstance(node, ml_collections.ConfigDict) or leaf not in node:
+    if parents[-1:] == ["options"]:  # free-form keyword arguments, e.g. model.options
+      field = ".".join(parents)
+      raise ValueError(f"config.{dotted}: unknown key; config.{field} is set as a whole dict: "
+                       f"--config.{field}='{{\"{leaf}\": {value!r}}}'.")
     raise ValueError(f"config.{dotted}: unknown key.")
   try:
     if isinstance(node[leaf], tuple) and isinstance(value, list):

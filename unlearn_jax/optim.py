@@ -11,6 +11,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+OPTIMIZERS = ("sgd", "adam", "adamw")
+
 
 class MaskState(NamedTuple):
   """Optimiser state of :func:`mask_updates`: the fixed mask."""
@@ -54,7 +56,7 @@ def make_optimizer(name: str, *, learning_rate: float | optax.Schedule, momentum
   elif name == "adamw":
     parts = [optax.adamw(learning_rate, weight_decay=weight_decay)]
   else:
-    raise ValueError(f"optimizer.name: unknown optimiser {name!r}; allowed: sgd, adam, adamw.")
+    raise ValueError(f"optimizer: unknown optimiser {name!r}; allowed: {', '.join(OPTIMIZERS)}.")
   if mask is not None:
     parts.append(mask_updates(mask))
   return optax.chain(*[p for p in parts if p is not None])

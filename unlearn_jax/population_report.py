@@ -8,6 +8,8 @@ import pathlib
 
 import numpy as np
 
+from unlearn_jax.checkpoint import write_atomic
+
 CHALLENGE_COLUMNS = (
     ("F", "F", ".3f"), ("Final score", "final", ".3f"), ("RA_u / RA_r", "ra_ratio", ".3f"),
     ("TA_u / TA_r", "ta_ratio", ".3f"), ("RA (%)", "RA", ".1f"), ("TA (%)", "TA", ".1f"),
@@ -123,7 +125,7 @@ def write_population_report(results: dict, out: pathlib.Path) -> None:
   if results.get("excluded"):
     text += "\nExcluded: " + "; ".join(f"{n} ({why})" for n, why in
                                        results["excluded"].items()) + ".\n"
-  (out / "results.md").write_text(text)
+  write_atomic(out / "results.md", text)
 
 
 __all__ = ["markdown_table", "write_population_report"]

@@ -331,7 +331,7 @@ def run_population_experiment(config: ml_collections.ConfigDict) -> dict:
              "excluded": config.excluded.to_dict(), **body,
              "wall_seconds": time.perf_counter() - start}
   results = _json_safe(results)
-  (out / RESULTS).write_text(json.dumps(results, indent=1))
+  ckpt_lib.write_atomic(out / RESULTS, json.dumps(results, indent=1))
   write_population_report(results, out)
   return results
 

@@ -5,11 +5,11 @@ the table's columns are the ones the run recorded (``results["columns"]``, else 
 the plots are the feature projections and each registered metric's ``plot``.
 """
 
-import json
 import pathlib
 
 import numpy as np
 
+from unlearn_jax.checkpoint import read_json, write_atomic
 from unlearn_jax.evaluation import registry, suite
 
 TIME_COLUMN = ("Time (s)", "seconds", ".1f")
@@ -81,7 +81,7 @@ def write_report(results: dict, out: pathlib.Path) -> None:
             f"{results['splits']}; {results['hardware']['processor']}, "
             f"{len(results['hardware']['devices'])} {results['hardware']['backend']} device(s); "
             f"wall time {results.get('wall_seconds', float('nan')):.0f} s.\n\n")
-  (out / "results.md").write_text(header + markdown_table(rows, results.get("columns")))
+  write_atomic(out / "results.md", header + markdown_table(rows, results.get("columns")))
   _plot_features(models, out / "features.png", plt)
   for metric in registry.metrics():
     if metric.plot:
@@ -94,11 +94,13 @@ def report_from_dir(run_dir: str | pathlib.Path) -> dict:
 
   Raises:
     FileNotFoundError: no results.json in ``run_dir``.
+    ValueError: results.json is damaged (names it and how to rewrite it).
   """
   path = pathlib.Path(run_dir) / "results.json"
   if not path.exists():
     raise FileNotFoundError(f"report: no results.json in {run_dir} (run the experiment first).")
-  results = json.loads(path.read_text())
+  results = read_json(path, "run the experiment again to rewrite it (finished models and "
+                             "methods are reused from the cache)")
   if "protocol" in results:  # a population experiment's results
     from unlearn_jax.population_report import write_population_report
     write_population_report(results, path.parent)

@@ -32,12 +32,14 @@ from unlearn_jax.training import sharding
 from unlearn_jax.training.classifier import train_classifier, train_classifiers
 from unlearn_jax.training.state import create_train_state
 from unlearn_jax.unlearning import unlearn
+from unlearn_jax.validation import check_numbers
 
 RESULTS = "results.json"
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
   """Raises ValueError naming the field for anything that would fail later (before any work)."""
+  check_numbers(config.to_dict(), "config", skip=("forget", "hparams", "model"))
   if config.data.name not in DATASET_NAMES:
     raise ValueError(f"config.data.name: unknown dataset {config.data.name!r}; known: "
                      f"{', '.join(DATASET_NAMES)}.")
@@ -251,7 +253,7 @@ def _aggregate(config, trials: list[dict]) -> dict:
 def _write(results: dict, out: pathlib.Path) -> None:
   """``out/results.json``, the table and the plots, from process 0 only."""
   if distributed.is_writer():
-    (out / RESULTS).write_text(json.dumps(results, indent=1))
+    ckpt_lib.write_atomic(out / RESULTS, json.dumps(results, indent=1))
     report.write_report(results, out)
 
 
@@ -310,7 +312,8 @@ def run_experiment(config: ml_collections.ConfigDict) -> dict:
 def _method_result(exp: Experiment, name: str, original: Original, retrains, retrain_seconds,
                    evaluate, out: pathlib.Path) -> dict:
   """A method's evaluated result, reused from ``out/methods/<name>.json`` when its key matches;
-  otherwise unlearned (resuming its checkpoint) and evaluated."""
+  otherwise unlearned (resuming its checkpoint, ``out/checkpoints/<name>/<key>``) and
+  evaluated."""
   config = exp.config
   method = get_method(name)
   hparams = _hparams(config, name)
@@ -320,20 +323,23 @@ def _method_result(exp: Experiment, name: str, original: Original, retrains, ret
                               "evaluation": config.evaluation.to_dict()})
   path = out / "methods" / f"{name}.json"
   if path.exists():
-    cached = json.loads(path.read_text())
+    try:
+      cached = json.loads(path.read_text())
+    except json.JSONDecodeError:  # damaged (e.g. written by an older version, then killed)
+      cached = {}  # recomputed and rewritten
     if cached.get("key") == key:
       return cached["result"]
   if name == "retrain":
     result = evaluate(name, retrains[0], retrain_seconds, {"seeds": list(config.retrain_seeds)})
   else:
-    with ckpt_lib.Checkpointer(out / "checkpoints" / name) as ckpt:
+    with ckpt_lib.Checkpointer(out / "checkpoints" / name / key) as ckpt:
       run = unlearn(method, original, exp.splits, seed=config.seed, hparams=hparams,
                     mesh=exp.mesh, checkpointer=ckpt, checkpoint_every=config.checkpoint_every,
                     run_key=key, progress=config.progress)
       ckpt.wait()
     result = evaluate(name, (run.params, run.model_state), run.seconds, run.info)
   if distributed.is_writer():
-    path.write_text(json.dumps(_json_safe({"key": key, "result": result})))
+    ckpt_lib.write_atomic(path, json.dumps(_json_safe({"key": key, "result": result})))
   return result
 
 

@@ -54,7 +54,8 @@ def unlearn(
     hparams: overrides of the ``profile``'s hyper-parameters (checked by key and type), or
       the method's :class:`~unlearn_jax.methods.HParams`.
     checkpointer: saves the running state every ``checkpoint_every`` steps; a checkpoint of the
-      same ``run_key`` found there is resumed (ending bit-identical to an uninterrupted run).
+      same ``run_key`` found there is resumed (ending bit-identical to an uninterrupted run), one
+      of another ``run_key`` is a ValueError (a directory holds one run).
     hooks: evaluation callbacks ``fn(step, state) -> dict`` every ``every`` steps.
   """
   method = get_method(method) if isinstance(method, str) else method
@@ -68,7 +69,11 @@ def unlearn(
   state, save = None, None
   if checkpointer is not None:
     meta = checkpointer.meta()
-    if meta and meta.get("run") == run_key:
+    if meta and meta.get("run") != run_key:
+      raise ValueError(f"checkpointer: {checkpointer.directory} holds the steps of run "
+                       f"{meta.get('run')!r}, not {run_key!r}; use a directory per run_key "
+                       "(or delete it).")
+    if meta:
       state = checkpointer.restore(jax.eval_shape(
           lambda: create_train_state(plan.params, plan.model_state, plan.tx)))
 

@@ -36,10 +36,34 @@ DATASET_NAMES = (*PROJECT_BUILDERS, *BUILTIN)
 
 @dataclasses.dataclass(frozen=True)
 class ArrayDataset:
-  """Images float32 [N, H, W, C] in [0, 1] and int32 labels [N]."""
+  """Images float32 [N, H, W, C] in [0, 1] and int32 labels [N].
+
+  Raises ValueError on construction for images and labels of different lengths, images that are
+  not floats (uint8 pixels: pass ``images.astype(np.float32) / 255``), NaN or infinite images, or
+  labels that are not ints. The range [0, 1] is checked where a dataset is built
+  (:class:`Dataset`): methods' own sets (e.g. UNSIR's noise) may leave it.
+  """
 
   images: np.ndarray
   labels: np.ndarray
+
+  def __post_init__(self):
+    images, labels = np.asarray(self.images), np.asarray(self.labels)
+    if len(images) != len(labels):
+      raise ValueError(f"ArrayDataset: {len(images)} images but {len(labels)} labels; give one "
+                       "label per image.")
+    if not np.issubdtype(images.dtype, np.floating):
+      raise ValueError(f"ArrayDataset: images are {images.dtype}; expected floats in [0, 1] "
+                       "(for uint8 pixels pass images.astype(np.float32) / 255).")
+    if len(labels) and not np.issubdtype(labels.dtype, np.integer):
+      raise ValueError(f"ArrayDataset: labels are {labels.dtype}; expected int class ids.")
+    if images.size and not np.isfinite(self.pixel_range()).all():
+      raise ValueError(f"ArrayDataset: images contain NaN or infinite values "
+                       f"(range {self.pixel_range()}); expected finite floats in [0, 1].")
+
+  def pixel_range(self) -> tuple[float, float]:
+    """(smallest, largest) pixel value; NaN if any is NaN."""
+    return float(np.min(self.images)), float(np.max(self.images))
 
   def __len__(self) -> int:
     return len(self.labels)
@@ -58,6 +82,13 @@ class Dataset:
   class_names: tuple[str, ...]
   mean: tuple[float, ...]
   std: tuple[float, ...]
+
+  def __post_init__(self):
+    for split in ("train", "test"):
+      low, high = getattr(self, split).pixel_range() if len(getattr(self, split)) else (0, 0)
+      if not 0.0 <= low <= high <= 1.0:
+        raise ValueError(f"dataset {self.name!r}: {split} images range over [{low}, {high}]; "
+                         "expected [0, 1] (divide 0..255 pixels by 255).")
 
   @property
   def num_classes(self) -> int:

@@ -33,12 +33,18 @@ class ForgetSpec:
 
   def validate(self, num_classes: int, num_train: int) -> None:
     """Raises ValueError naming the field and what is allowed."""
-    given = [bool(self.classes), self.fraction is not None, bool(self.indices)]
-    if sum(given) != 1:
+    given = {"classes": bool(self.classes), "fraction": self.fraction is not None,
+             "indices": bool(self.indices)}
+    if sum(given.values()) != 1:
+      named = [k for k, on in given.items() if on]
+      problem = (f"{' and '.join(f'forget.{k}' for k in named)} are given together; keep "
+                 "one and unset the others (forget.classes=(), forget.fraction=None, "
+                 "forget.indices=())" if named
+                 else "none is given (an empty forget set is not allowed)")
       raise ValueError(
-          "forget: give exactly one of forget.classes, forget.fraction or forget.indices "
-          f"(got classes={self.classes}, fraction={self.fraction}, indices of length "
-          f"{len(self.indices)}); an empty forget set is not allowed.")
+          "forget: give exactly one of forget.classes, forget.fraction or forget.indices; "
+          f"{problem} (got classes={self.classes}, fraction={self.fraction}, indices of length "
+          f"{len(self.indices)}).")
     if self.classes:
       bad = [c for c in self.classes if not 0 <= c < num_classes]
       if bad:

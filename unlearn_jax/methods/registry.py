@@ -21,6 +21,7 @@ import numpy as np
 from unlearn_jax.data.datasets import ArrayDataset
 from unlearn_jax.models import Model
 from unlearn_jax.training.plan import Plan
+from unlearn_jax.validation import check_numbers
 
 DATA_SETS = ("forget", "retain")
 BASE_PROFILE = "small"
@@ -54,8 +55,16 @@ class UnlearningData:
 
   @property
   def forget_mask(self) -> np.ndarray:
-    """bool [C], True on the forgotten classes."""
-    return np.isin(np.arange(self.num_classes), self.forget_classes)
+    """bool [C], True on the forgotten classes.
+
+    Raises:
+      ValueError: every class is forgotten (a masked softmax over no class is undefined).
+    """
+    mask = np.isin(np.arange(self.num_classes), self.forget_classes)
+    if mask.all():
+      raise ValueError(f"forget_classes {self.forget_classes} remove all {self.num_classes} "
+                       "classes; keep at least one.")
+    return mask
 
 
 class HParams(Mapping):
@@ -143,15 +152,18 @@ class Method:
     """The hyper-parameters of ``profile`` with ``overrides`` (nested dicts merge).
 
     Raises:
-      ValueError: an unknown profile, or an override of an unknown key or of the wrong type
-        (named as ``field.key``; default field ``hparams.<method>``).
+      ValueError: an unknown profile, an override of an unknown key or of the wrong type, or
+        a number out of range (:mod:`unlearn_jax.validation`), named as ``field.key``
+        (default field ``hparams.<method>``).
     """
     if profile not in known_profiles():
       raise ValueError(f"profile: {profile!r} unknown; known: {', '.join(known_profiles())}.")
     field = field or f"hparams.{self.name}"
     every = [_merge(self.defaults, p, field) for p in (*self.profiles.values(), {})]
     base = _merge(self.defaults, self.profiles.get(profile, {}), field)
-    return HParams(_merge(base, overrides or {}, field, every))
+    values = _merge(base, overrides or {}, field, every)
+    check_numbers(values, field)
+    return HParams(values)
 
 
 METHODS: dict[str, Method] = {}

@@ -30,7 +30,8 @@ def masked_softmax(logits: jax.Array, forget_mask: jax.Array, *, axis: int = -1)
   """p̃(x): softmax over the kept logits; forget-class entries exactly 0, rows sum to 1.
 
   Equals renormalising softmax(s) after zeroing 𝒞_f (docs/math.md §2.2) but never reads the
-  forget logits. A row with every class masked is all NaN (softmax of −inf only).
+  forget logits. A row with every class masked is all NaN (softmax of −inf only); the library's
+  masks never do that (``UnlearningData.forget_mask`` refuses to forget every class).
   """
   masked = jnp.where(jnp.broadcast_to(forget_mask, logits.shape), -jnp.inf, logits)
   return jax.nn.softmax(masked, axis=axis)

@@ -4,6 +4,7 @@ Both minimise E CE(h_θ(x), y) over their training set (all of D for the origina
 Retrain) with one :class:`~unlearn_jax.optim.Recipe`, through the plan executor.
 """
 
+import dataclasses
 from collections.abc import Sequence
 
 import jax.numpy as jnp
@@ -16,11 +17,17 @@ from unlearn_jax.optim import Recipe
 from unlearn_jax.training.execute import execute_plan, execute_population
 from unlearn_jax.training.plan import Block, Data, Plan
 from unlearn_jax.training.state import TrainState
+from unlearn_jax.validation import check_numbers
 
 
 def classifier_plan(model: Model, data: ArrayDataset, recipe: Recipe, seed: int) -> Plan:
   """``recipe.epochs`` epochs of CE on ``data`` (as data set ``"train"``, cropped and flipped
-  when ``recipe.augment``) from a fresh init; init, data order and augmentation from ``seed``."""
+  when ``recipe.augment``) from a fresh init; init, data order and augmentation from ``seed``.
+
+  Raises:
+    ValueError: a recipe field out of range (named ``recipe.<field>``).
+  """
+  check_numbers(dataclasses.asdict(recipe), "recipe")
   params, model_state = model.init(seeding.device_key(seed, "init"))
   return Plan(model, params, model_state, recipe.make_tx(len(data)),
               data={"train": Data(data, recipe.batch_size, augment=recipe.augment)},

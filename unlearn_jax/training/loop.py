@@ -120,13 +120,14 @@ def run_plan(
       for hook in hooks:
         if step % hook.every == 0 or step == total:
           history.append({"step": step, **hook.fn(step, state)})
-      if checkpoint and checkpoint_every and step % checkpoint_every == 0 and step < total:
-        checkpoint(step, state)
       bar.update(1)
       if stop is not None and step % stop.every == 0 and stop.fn(step, state):
         history.append({"step": step, "stopped_early": 1.0})
         bar.close()
         return state, history
+      # After the stop rule: a checkpoint at the step where it fires would resume past the stop.
+      if checkpoint and checkpoint_every and step % checkpoint_every == 0 and step < total:
+        checkpoint(step, state)
     offset += segment.num_steps
   bar.close()
   return state, history
