@@ -13,9 +13,9 @@ import pytest  # noqa: E402
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
-# Scripts that tests run in processes of their own; --doctest-modules would import them here,
-# and their import sets XLA flags of their own.
-collect_ignore_glob = ["*_check.py"]
+# Scripts that tests run in processes of their own (their import sets XLA flags of their own),
+# and a metric module whose import registers it: --doctest-modules would import them here.
+collect_ignore_glob = ["*_check.py", "retain_norm_metric.py"]
 
 
 @pytest.fixture(scope="session")

@@ -138,7 +138,8 @@ def test_population_too_large_says_which_chunk_fits(digits, mlp, design):
                                      design[1][0], design[2][0], forget_classes=(), seed=0)
   per_model = populations.model_bytes(plan)
   params = sum(x.size * 4 for x in jax.tree.leaves(plan.params))
-  assert per_model > 6 * params  # Adam state 3P, teacher P, gradient and update 2P, a batch
+  # Adam state 3P, gradient and update 2P, a batch; no θ_o (FT's terms read no teacher).
+  assert 5 * params < per_model < 6 * params
   with pytest.raises(ValueError, match="chunk_size ≤ 2 fits"):
     populations.chunk_models(8, 2, per_model, 3 * per_model, chunk_size=4)
   with pytest.raises(ValueError, match="one per device"):
