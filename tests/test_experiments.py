@@ -103,8 +103,12 @@ def test_killed_run_restarts_without_redoing_finished_methods(tmp_path, data_dir
   results = runner.run_experiment(config)
   assert calls == ["ga", "spotter", "spotter"]
   assert results["models"]["ga"]["metrics"]["UA"] >= 95.0
-  runner.run_experiment(config)  # everything cached now
-  assert calls == ["ga", "spotter", "spotter"]
+  evaluated = []
+  for name in ("prepare_context", "evaluate_model", "noise_floor"):
+    monkeypatch.setattr(runner.suite, name, lambda *a, name=name, **k: evaluated.append(name))
+  again = runner.run_experiment(config)  # everything cached now: no training, no evaluation
+  assert calls == ["ga", "spotter", "spotter"] and evaluated == []
+  assert again["models"] == results["models"] and again["noise_floor"] == results["noise_floor"]
 
 
 def test_readme_example_after_command_1_on_the_same_output_dir(tmp_path, data_dir):
@@ -169,9 +173,11 @@ def test_killed_unlearning_resumes_bit_identical(tmp_path, digits_model, digits_
                           hooks=[Hook(1, kill)])
     ckpt.wait()
     assert ckpt.latest_step() == 20
+    first_leg = ckpt.meta()["seconds"]
     resumed = unlearn_lib.unlearn("opc", original, digits_class0, seed=0, progress=False,
                                   checkpointer=ckpt, checkpoint_every=10, run_key="k")
   assert resumed.history[0]["step"] > 20
+  assert first_leg > 0 and resumed.seconds > first_leg  # the time of both legs
   for a, b in zip(jax.tree.leaves(resumed.params), jax.tree.leaves(full.params), strict=True):
     np.testing.assert_array_equal(a, b)
 

@@ -8,6 +8,7 @@ multi-process run, checked to be the same on every process) before any work star
 0 writes results.
 """
 
+import functools
 import json
 import math
 import pathlib
@@ -281,9 +282,12 @@ def run_experiment(config: ml_collections.ConfigDict) -> dict:
   start = time.perf_counter()
   original, original_seconds = exp.original()
   retrains, retrain_seconds = exp.retrains()
-  models = {"original": ((original.params, original.model_state), original_seconds, {})}
-  context = suite.prepare_context(exp.model, (original.params, original.model_state), splits,
-                                  retrains, settings=ev, seed=seed)
+  theta_o = (original.params, original.model_state)
+
+  @functools.cache
+  def context() -> suite.Context:  # only when some model is evaluated (not on a cached rerun)
+    return suite.prepare_context(exp.model, theta_o, splits, retrains, settings=ev, seed=seed,
+                                 progress=config.progress)
 
   results = {"config": config.to_dict(), "seed": seed, "hardware": hardware(),
              "versions": versions(),
@@ -292,55 +296,72 @@ def run_experiment(config: ml_collections.ConfigDict) -> dict:
              "models": {}}
 
   def evaluate(name, params_state, seconds, info):
-    row = suite.evaluate_model(exp.model, *params_state, context, settings=ev, seed=seed,
-                               name=name)
+    row = suite.evaluate_model(exp.model, *params_state, context(), settings=ev, seed=seed,
+                               name=name, progress=config.progress)
     row["metrics"]["seconds"] = seconds
     return row | {"info": info}
 
-  results["models"]["original"] = evaluate("original", models["original"][0], original_seconds,
-                                           {})
+  results["models"]["original"] = _cached(
+      out, "original", _result_key(exp, "original"),
+      lambda: evaluate("original", theta_o, original_seconds, {}))
   for name in tqdm(config.methods, desc=f"{config.name}: methods", disable=not config.progress):
     results["models"][name] = _method_result(exp, name, original, retrains, retrain_seconds,
                                              evaluate, out)
-  results["noise_floor"] = suite.noise_floor(context)
+  results["noise_floor"] = _cached(out, "noise_floor", _result_key(exp, "noise_floor"),
+                                   lambda: suite.noise_floor(context()))
   results["wall_seconds"] = time.perf_counter() - start
   results = _json_safe(results)
   _write(results, out)
   return results
 
 
-def _method_result(exp: Experiment, name: str, original: Original, retrains, retrain_seconds,
-                   evaluate, out: pathlib.Path) -> dict:
-  """A method's evaluated result, reused from ``out/methods/<name>.json`` when its key matches;
-  otherwise unlearned (resuming its checkpoint, ``out/checkpoints/<name>/<key>``) and
-  evaluated."""
+def _result_key(exp: Experiment, name: str) -> str:
+  """What ``name``'s evaluated result depends on: the data, model, recipe, seed, forget set,
+  Retrain seeds, evaluation config and (for a method) its hyper-parameters."""
   config = exp.config
-  method = get_method(name)
-  hparams = _hparams(config, name)
-  key = ckpt_lib.config_hash({"base": exp.base_key, "seed": config.seed, "method": name,
-                              "hparams": hparams.to_dict(), "forget": config.forget.to_dict(),
-                              "retrain_seeds": list(config.retrain_seeds),
-                              "evaluation": config.evaluation.to_dict()})
+  hparams = _hparams(config, name).to_dict() if name in METHODS else {}
+  return ckpt_lib.config_hash({"base": exp.base_key, "seed": config.seed, "method": name,
+                               "hparams": hparams, "forget": config.forget.to_dict(),
+                               "retrain_seeds": list(config.retrain_seeds),
+                               "evaluation": config.evaluation.to_dict()})
+
+
+def _cached(out: pathlib.Path, name: str, key: str, compute):
+  """``out/methods/<name>.json``'s result when its key is ``key``, else ``compute()``, written
+  there (atomically, by process 0). A damaged file is recomputed."""
   path = out / "methods" / f"{name}.json"
   if path.exists():
     try:
       cached = json.loads(path.read_text())
     except json.JSONDecodeError:  # damaged (e.g. written by an older version, then killed)
-      cached = {}  # recomputed and rewritten
+      cached = {}
     if cached.get("key") == key:
       return cached["result"]
-  if name == "retrain":
-    result = evaluate(name, retrains[0], retrain_seconds, {"seeds": list(config.retrain_seeds)})
-  else:
-    with ckpt_lib.Checkpointer(out / "checkpoints" / name / key) as ckpt:
-      run = unlearn(method, original, exp.splits, seed=config.seed, hparams=hparams,
-                    mesh=exp.mesh, checkpointer=ckpt, checkpoint_every=config.checkpoint_every,
-                    run_key=key, progress=config.progress)
-      ckpt.wait()
-    result = evaluate(name, (run.params, run.model_state), run.seconds, run.info)
+  result = compute()
   if distributed.is_writer():
     ckpt_lib.write_atomic(path, json.dumps(_json_safe({"key": key, "result": result})))
   return result
+
+
+def _method_result(exp: Experiment, name: str, original: Original, retrains, retrain_seconds,
+                   evaluate, out: pathlib.Path) -> dict:
+  """A method's evaluated result (:func:`_cached`); otherwise unlearned (resuming its
+  checkpoint, ``out/checkpoints/<name>/<key>``) and evaluated."""
+  config = exp.config
+  key = _result_key(exp, name)
+
+  def compute():
+    if name == "retrain":
+      return evaluate(name, retrains[0], retrain_seconds, {"seeds": list(config.retrain_seeds)})
+    with ckpt_lib.Checkpointer(out / "checkpoints" / name / key) as ckpt:
+      run = unlearn(get_method(name), original, exp.splits, seed=config.seed,
+                    hparams=_hparams(config, name), mesh=exp.mesh, checkpointer=ckpt,
+                    checkpoint_every=config.checkpoint_every, run_key=key,
+                    progress=config.progress)
+      ckpt.wait()
+    return evaluate(name, (run.params, run.model_state), run.seconds, run.info)
+
+  return _cached(out, name, key, compute)
 
 
 __all__ = ["Experiment", "run_experiment", "validate"]

@@ -28,7 +28,9 @@ class UnlearnResult:
   params: Any
   model_state: Any
   history: list[dict]
-  seconds: float  # wall time of the unlearning alone (plan building, steps, finalize)
+  # Wall time of the unlearning alone (plan building, compilation, steps, finalize), summed over
+  # the legs of a resumed run.
+  seconds: float
   info: dict
 
 
@@ -66,7 +68,7 @@ def unlearn(
                      splits.dataset.num_classes)
   start = time.perf_counter()
   plan = method.build(hp, original, data, seed)
-  state, save = None, None
+  state, save, before = None, None, 0.0  # before: seconds of the legs a resumed run already ran
   if checkpointer is not None:
     meta = checkpointer.meta()
     if meta and meta.get("run") != run_key:
@@ -76,9 +78,11 @@ def unlearn(
     if meta:
       state = checkpointer.restore(jax.eval_shape(
           lambda: create_train_state(plan.params, plan.model_state, plan.tx)))
+      before = meta.get("seconds", 0.0)
 
     def save(step, st):
-      checkpointer.save(step, st, {"run": run_key, "method": method.name})
+      checkpointer.save(step, st, {"run": run_key, "method": method.name,
+                                   "seconds": before + time.perf_counter() - start})
 
   final, history = execute_plan(plan, key=seeding.device_key(seed, method.name, "steps"),
                                 mesh=mesh, state=state, checkpoint=save,
@@ -88,5 +92,5 @@ def unlearn(
   if plan.finalize is not None:
     params, model_state = plan.finalize(params, model_state)
   params, model_state = jax.block_until_ready(jax.device_get((params, model_state)))
-  return UnlearnResult(params, model_state, history, time.perf_counter() - start,
+  return UnlearnResult(params, model_state, history, before + time.perf_counter() - start,
                        dict(plan.info))

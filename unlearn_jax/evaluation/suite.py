@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from unlearn_jax import seeding
 from unlearn_jax.data.splits import Splits
@@ -51,16 +52,26 @@ def _met(metric: registry.Metric, splits: Splits, original, retrains) -> bool:
               "original": original is not None}[need] for need in metric.needs)
 
 
+def _bar(items: list, desc: str, progress: bool):
+  """``items`` with a progress bar whose postfix names the item in work."""
+  bar = tqdm(items, desc=desc, disable=not progress, leave=False)
+  for item in bar:
+    bar.set_postfix_str(getattr(item, "name", str(item)))
+    yield item
+
+
 def prepare_context(model: Model, original: tuple, splits: Splits, retrains: Sequence[tuple], *,
                     settings: Mapping[str, registry.Settings] | None = None,
-                    seed: int) -> Context:
+                    seed: int, progress: bool = False) -> Context:
   """θ_o's features, Retrain's outputs (of ``retrains[0]``) and every enabled metric's
-  ``prepare`` (from ``seed``), for ``original`` = (params, model_state) and the Retrain models."""
+  ``prepare`` (from ``seed``), for ``original`` = (params, model_state) and the Retrain models;
+  ``progress``: a bar naming each preparation (its first call also compiles)."""
   settings = _settings(settings)
   retrains = tuple(retrains)
+  todo = [m for m in registry.metrics()
+          if m.prepare and settings[m.name].enabled and _met(m, splits, original, retrains)]
   shared = {m.name: m.prepare(model, original, splits, retrains, settings[m.name], seed=seed)
-            for m in registry.metrics()
-            if m.prepare and settings[m.name].enabled and _met(m, splits, original, retrains)}
+            for m in _bar(todo, "preparing the evaluation", progress)}
   original_features, labels = rep.feature_sets(model, *original, splits)
   retrain_metrics = (output_metrics(model, *retrains[0], splits, seed=seed) if retrains
                      else None)
@@ -84,14 +95,15 @@ def output_metrics(model: Model, params, model_state, splits: Splits, *, seed: i
 
 def evaluate_model(model: Model, params, model_state, context: Context, *,
                    settings: Mapping[str, registry.Settings] | None = None, seed: int,
-                   name: str | None = None) -> dict[str, Any]:
+                   name: str | None = None, progress: bool = False) -> dict[str, Any]:
   """The table's metrics for one model (floats or None) and ``details`` for plots.
 
   Runs every enabled registered metric whose needs the context meets; one with a ``models``
   setting only when ``name`` (the model's name: "original", "retrain", a method) is among them.
   With Retrain's outputs and MIA, adds the Avg. Gap (:func:`~unlearn_jax.evaluation.mia.
   gap_to_retrain`); then the feature summary: "norm/forget" = mean ‖z‖ over D_f,
-  "CKA/original/forget" = CKA(Z_u, Z_o) on D_f and the 2-D ``projection``.
+  "CKA/original/forget" = CKA(Z_u, Z_o) on D_f and the 2-D ``projection``. ``progress``: a bar
+  naming each metric in work.
   """
   settings = _settings(settings)
   splits = context.splits
@@ -99,13 +111,14 @@ def evaluate_model(model: Model, params, model_state, context: Context, *,
   details: dict[str, Any] = {}
   if not splits.forget_classes:
     metrics["acc/test_forget"] = None
-  for metric in registry.metrics():
-    s = settings[metric.name]
-    if (s.enabled and _met(metric, splits, context.original, context.retrains)
-        and name in getattr(s, "models", (name,))):
-      values, more = metric.evaluate(model, params, model_state, context, s, seed=seed)
-      metrics |= values
-      details |= more
+  todo = [m for m in registry.metrics()
+          if settings[m.name].enabled and _met(m, splits, context.original, context.retrains)
+          and name in getattr(settings[m.name], "models", (name,))]
+  for metric in _bar(todo, f"evaluating {name or 'the model'}", progress):
+    values, more = metric.evaluate(model, params, model_state, context, settings[metric.name],
+                                   seed=seed)
+    metrics |= values
+    details |= more
   if context.retrain_metrics is not None and "MIA" in metrics:
     metrics["gap"] = mia.gap_to_retrain(metrics, context.retrain_metrics)
   features, _ = rep.feature_sets(model, params, model_state, splits)

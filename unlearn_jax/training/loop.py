@@ -91,7 +91,7 @@ def run_plan(
   history: list[dict] = []
   losses: list[tuple[int, Any]] = []
   bar = tqdm(total=total, initial=start, desc=desc, disable=not progress, leave=False)
-  offset = 0
+  offset, compiled = 0, set()
   for segment in segments:
     begin = max(0, start - offset)
     if begin == 0 and segment.skip is not None and segment.skip(state):
@@ -101,7 +101,12 @@ def run_plan(
       offset += segment.num_steps
       continue
     for i in range(begin, segment.num_steps):
+      if id(segment.step_fn) not in compiled:  # its first call compiles it
+        bar.set_postfix_str("compiling…")
       state, metrics = segment.step_fn(state, place_batch(segment.batch_fn(i)), key, frozen)
+      if id(segment.step_fn) not in compiled:
+        compiled.add(id(segment.step_fn))
+        bar.set_postfix_str("")
       step = offset + i + 1
       losses.append((step, metrics["loss"]))
       if step % log_every == 0 or step == total:
