@@ -294,3 +294,11 @@ def test_every_config_builds_its_first_steps_with_tiny_shapes(path, monkeypatch)
       block, position, _ = prepared.schedule[0]
       jax.eval_shape(make_train_step(block_objective(plan, block), plan.tx), first,
                      prepared.batch(block, position, 0, 1), jax.random.key(0), prepared.frozen)
+
+
+def test_cli_report_leaves_no_file_open(quick_run):
+  """``python -W error::ResourceWarning`` over the CLI: nothing it opens is left unclosed."""
+  out = subprocess.run([sys.executable, "-W", "error::ResourceWarning", "-m", "unlearn_jax.cli",
+                        "report", str(quick_run)], capture_output=True, text=True, timeout=300)
+  assert out.returncode == 0 and "ResourceWarning" not in out.stderr, out.stderr[-2000:]
+  assert "| Method |" in out.stdout

@@ -20,6 +20,7 @@ Multi-process (docs/multihost.md): start the same command once per host with ``-
 import argparse
 import json
 import os
+import pathlib
 import sys
 
 
@@ -97,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
       return 0
     if args.command == "report":
       results = report.report_from_dir(args.run_dir)
-      print(open(os.path.join(args.run_dir, "results.md")).read())
+      print(pathlib.Path(args.run_dir, "results.md").read_text())
       return 0 if results else 1
     config = config_lib.load_config(args.config, args.overrides)
     if config.compilation_cache:
@@ -110,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
       else:
         results = runner.run_experiment(config)
       if writer:
-        print(open(os.path.join(config.output_dir, "results.md")).read())
+        print(pathlib.Path(config.output_dir, "results.md").read_text())
         print(f"wrote {os.path.abspath(config.output_dir)}/results.json, results.md and plots")
       return 0 if results else 1
     exp = runner.Experiment(config)
