@@ -86,7 +86,12 @@ def model_bytes(plan: Plan) -> int:
   still runs), gradient and update (2 × params) and one batch. Activations are not counted
   (hence the budget's margin)."""
   state = jax.eval_shape(lambda: create_train_state(plan.params, plan.model_state, plan.tx))
-  prepared = prepare(plan)
+  # The plan cut to one batch per data set: the same frozen context and batch shapes, without
+  # computing teacher outputs over whole data sets.
+  first = {name: dataclasses.replace(
+      d, examples=d.examples.subset(np.arange(min(len(d.examples), d.batch_size))),
+      extras={k: v[:d.batch_size] for k, v in d.extras.items()}) for name, d in plan.data.items()}
+  prepared = prepare(dataclasses.replace(plan, data=first))
   batch = prepared.batch(plan.blocks[0], 0, 0, 1) if plan.blocks else {}
   return _nbytes(state) + _nbytes(prepared.frozen) + 2 * _nbytes(plan.params) + _nbytes(batch)
 
