@@ -22,7 +22,7 @@ LAYERS = (
     ("evaluation",),
     ("populations",),
     ("report", "population_report"),
-    ("config", "runner", "population_runner"),
+    ("config", "runs", "runner", "population_runner"),
     ("cli",),
 )
 LAYER = {name: i for i, names in enumerate(LAYERS) for name in names}

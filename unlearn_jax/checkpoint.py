@@ -4,6 +4,8 @@
 state and a JSON ``meta`` (kind, config, fingerprint of the parameter shapes, metrics, whether the
 run finished). :func:`cache_dir_for` keys a directory by the config, so an original or Retrain
 model is trained once and reused; an unfinished run in that directory is resumed.
+:func:`save_model` / :func:`load_model` keep one finished model (params and model state) with what
+is needed to rebuild its :class:`~unlearn_jax.models.Model` and to tell which config made it.
 :func:`use_compilation_cache` keeps XLA's compiled programs on disk, so a rerun skips compiling.
 """
 
@@ -11,12 +13,15 @@ import hashlib
 import json
 import os
 import pathlib
+import shutil
 from typing import Any
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from unlearn_jax import distributed
+from unlearn_jax.models import Model, make_model
 from unlearn_jax.training import sharding
 
 
@@ -170,3 +175,74 @@ class Checkpointer:
 
   def __exit__(self, *exc):
     self.close()
+
+
+def model_spec(name: str, *, num_classes: int, input_shape, mean, std, options=None) -> dict:
+  """The plain-JSON arguments of :func:`~unlearn_jax.models.make_model` that rebuild a model."""
+  return {"name": name, "num_classes": int(num_classes),
+          "input_shape": [int(d) for d in input_shape], "mean": [float(m) for m in mean],
+          "std": [float(s) for s in std], "options": dict(options or {})}
+
+
+def model_from_spec(spec: dict) -> Model:
+  """The :class:`~unlearn_jax.models.Model` of a :func:`model_spec`."""
+  return make_model(spec["name"], num_classes=spec["num_classes"],
+                    input_shape=spec["input_shape"], mean=spec["mean"], std=spec["std"],
+                    **spec["options"])
+
+
+def save_model(directory: str | os.PathLike, params, model_state, *, spec: dict,
+               meta: dict) -> None:
+  """Keeps a finished model in ``directory``: ``{"params", "model_state"}`` and ``meta`` (which
+  must hold the ``key`` of the config that made it) with the model's :func:`model_spec`.
+
+  A model already there is replaced. Orbax writes into a temporary folder and renames it when
+  complete, so a killed save leaves no model rather than part of one. Every process calls it.
+  """
+  directory = pathlib.Path(directory).absolute()
+  if directory.exists() and distributed.is_writer():
+    shutil.rmtree(directory)
+  with Checkpointer(directory, max_to_keep=1) as ckpt:
+    ckpt.save(0, {"params": params, "model_state": model_state},
+              {**meta, "model": spec, "complete": True})
+    ckpt.wait()
+
+
+def read_model_meta(directory: str | os.PathLike) -> dict | None:
+  """The ``meta`` of the model kept in ``directory``; None if there is none.
+
+  Raises:
+    CorruptCheckpointError: the directory holds a damaged model (names it).
+  """
+  directory = pathlib.Path(directory).absolute()
+  if not directory.is_dir():
+    return None
+  with Checkpointer(directory, max_to_keep=1) as ckpt:
+    meta = ckpt.meta()
+  return meta if meta and meta.get("complete") else None
+
+
+def load_model(directory: str | os.PathLike, key: str | None = None):
+  """``(model, params, model_state, meta)`` of the model kept in ``directory``.
+
+  Args:
+    key: if given, the config key the model must have been made with.
+
+  Raises:
+    FileNotFoundError: no finished model in ``directory``.
+    ValueError: the model was made by another config (``key`` differs).
+    CorruptCheckpointError: a damaged file (names the directory to delete).
+  """
+  directory = pathlib.Path(directory).absolute()
+  meta = read_model_meta(directory)
+  if meta is None:
+    raise FileNotFoundError(f"model: no finished model in {directory}.")
+  if key is not None and meta.get("key") != key:
+    raise ValueError(f"model: {directory} was made by another config (key {meta.get('key')!r}, "
+                     f"expected {key!r}); run the experiment again to replace it.")
+  model = model_from_spec(meta["model"])
+  abstract = jax.eval_shape(lambda: dict(zip(("params", "model_state"),
+                                             model.init(jax.random.key(0)), strict=True)))
+  with Checkpointer(directory, max_to_keep=1) as ckpt:
+    state = jax.device_get(ckpt.restore(abstract))
+  return model, state["params"], state["model_state"], meta

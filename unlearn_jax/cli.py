@@ -3,6 +3,8 @@
   unlearn-jax run CONFIG [--config.key=value ...]      the whole protocol of an experiment config
   unlearn-jax train-original CONFIG [overrides]       train (or load from cache) the original model
   unlearn-jax train-retrain CONFIG [overrides]        train (or load) the Retrain oracles
+  unlearn-jax evaluate RUN_DIR [--config.evaluation.KEY=VALUE ...]
+                                                      evaluate the models a run kept (no training)
   unlearn-jax report RUN_DIR                          regenerate table and plots from results.json
   unlearn-jax methods                                 list the methods and their data access
 
@@ -67,6 +69,11 @@ def _parser() -> argparse.ArgumentParser:
                    help="override config fields, e.g. --config.seed=1 "
                         "--config.hparams.spotter.epochs=5")
     _distributed_flags(p)
+  p = sub.add_parser("evaluate", help="evaluate the models a run kept, training nothing, and "
+                     "rewrite its results, table and plots")
+  p.add_argument("run_dir", help="a run's output directory (holding config.json and models/)")
+  p.add_argument("overrides", nargs="*", default=[], metavar="--config.evaluation.KEY=VALUE",
+                 help="change metric settings, e.g. --config.evaluation.pra.enabled=True")
   p = sub.add_parser("report", help="regenerate the table and plots of a finished run")
   p.add_argument("run_dir", help="a run's output directory (holding results.json)")
   sub.add_parser("methods", help="list the registered methods, their data and description")
@@ -77,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
   """The ``unlearn-jax`` command on ``argv`` (default ``sys.argv[1:]``); returns the exit code."""
   argv = sys.argv[1:] if argv is None else argv
   args, unknown = _parser().parse_known_args(argv)
-  if args.command in ("run", "train-original", "train-retrain"):
+  if args.command in ("run", "train-original", "train-retrain", "evaluate"):
     args.overrides = list(args.overrides) + unknown
   elif unknown:
     _parser().error(f"unrecognized arguments: {' '.join(unknown)}")
@@ -96,6 +103,11 @@ def main(argv: list[str] | None = None) -> int:
       for name, m in sorted(METHODS.items()):
         print(f"{name:20s} reads {'+'.join(sorted(m.reads)):15s} {m.description}")
       return 0
+    if args.command == "evaluate":
+      results = runner.evaluate_run(args.run_dir, args.overrides)
+      if distributed.is_writer():
+        print(pathlib.Path(args.run_dir, "results.md").read_text())
+      return 0 if results else 1
     if args.command == "report":
       results = report.report_from_dir(args.run_dir)
       print(pathlib.Path(args.run_dir, "results.md").read_text())

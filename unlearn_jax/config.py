@@ -88,6 +88,16 @@ def load_config(spec: str, overrides: tuple[str, ...] | list[str] = ()
     raise ValueError(f"config: {path} defines no get_config(arg=None).")
   config = module.get_config(arg)
   config.lock()
+  return apply_overrides(config, overrides)
+
+
+def apply_overrides(config: ml_collections.ConfigDict,
+                    overrides: tuple[str, ...] | list[str]) -> ml_collections.ConfigDict:
+  """Applies ``--config.k=v`` items to ``config`` (in place) and returns it.
+
+  Raises:
+    ValueError: a malformed override, an unknown key or a value of the wrong type.
+  """
   for item in overrides:
     text = item[2:] if item.startswith("--") else item
     key, sep, value = text.partition("=")

@@ -25,8 +25,8 @@ import ml_collections
 import numpy as np
 
 from unlearn_jax import checkpoint as ckpt_lib
-from unlearn_jax import seeding
-from unlearn_jax.data.datasets import DATASET_NAMES, ArrayDataset, load_dataset
+from unlearn_jax import runs, seeding
+from unlearn_jax.data.datasets import DATASET_NAMES, ArrayDataset
 from unlearn_jax.data.memberships import balanced_masks
 from unlearn_jax.evaluation import challenge, lira
 from unlearn_jax.methods import HParams, Original, get_method
@@ -91,8 +91,7 @@ class Setting:
   def __init__(self, config: ml_collections.ConfigDict):
     validate(config)
     self.config, seed, d = config, config.seed, config.data
-    self.dataset = load_dataset(d.name, data_dir=d.data_dir, source_dir=d.source_dir,
-                                manual_dir=d.manual_dir, download=d.download)
+    self.dataset = runs.dataset_of(d)
     train = self.dataset.train
     index = np.arange(len(train))
     if config.pool_size:

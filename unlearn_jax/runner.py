@@ -1,9 +1,19 @@
 """One protocol end to end: data → original and Retrain models (cached) → every method →
 every metric and attack → results JSON, markdown table and plots.
 
-The only module that imports methods, training and evaluation together. A rerun reuses cached
-original/Retrain models and finished method results; a killed run resumes each training from its
-last checkpoint. Every choice derives from ``config.seed``; the config is validated (and, in a
+The only module that imports methods, training and evaluation together. A run directory holds
+(``runs.py`` reads it back):
+
+  config.json                the config, written before any work
+  models/<name>              every model the run made (original, retrain-seed<s>, each method),
+                             keyed by the config that made it, saved before its metrics
+  methods/<name>.json        each model's metrics, keyed by its model and the evaluation config
+  checkpoints/<name>/<key>   a running method's periodic checkpoints (removed once it finishes)
+  results.json, results.md, plots
+
+A rerun reuses kept models and finished results; a changed evaluation config re-evaluates the
+kept models without training (``evaluate_run``); a killed run resumes each training from its last
+checkpoint. Every choice derives from ``config.seed``; the config is validated (and, in a
 multi-process run, checked to be the same on every process) before any work starts. Only process
 0 writes results.
 """
@@ -13,6 +23,7 @@ import json
 import math
 import pathlib
 import platform
+import shutil
 import time
 from importlib import metadata
 
@@ -22,12 +33,12 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from unlearn_jax import checkpoint as ckpt_lib
-from unlearn_jax import distributed, report, seeding
-from unlearn_jax.data.datasets import DATASET_NAMES, load_dataset
-from unlearn_jax.data.splits import ForgetSpec, make_splits
+from unlearn_jax import config as config_lib
+from unlearn_jax import distributed, report, runs, seeding
+from unlearn_jax.data.datasets import DATASET_NAMES
 from unlearn_jax.evaluation import registry, suite
 from unlearn_jax.methods import METHODS, Original, get_method
-from unlearn_jax.models import MODEL_NAMES, make_model
+from unlearn_jax.models import MODEL_NAMES
 from unlearn_jax.optim import Recipe
 from unlearn_jax.training import sharding
 from unlearn_jax.training.classifier import train_classifier, train_classifiers
@@ -101,10 +112,6 @@ def _recipe(c: ml_collections.ConfigDict) -> Recipe:
                 tuple(tuple(d) for d in c.decay), c.augment)
 
 
-def _spec(c: ml_collections.ConfigDict) -> ForgetSpec:
-  return ForgetSpec(tuple(c.classes or ()), c.fraction, tuple(c.indices or ()), c.stratified)
-
-
 def _cached_training(root, kind: str, key: dict, abstract, train, *, checkpoint_every: int):
   """Restores a finished model keyed by ``key``, else trains it (resuming a checkpoint)."""
   with ckpt_lib.Checkpointer(ckpt_lib.cache_dir_for(root, kind, key)) as ckpt:
@@ -124,24 +131,51 @@ def _cached_training(root, kind: str, key: dict, abstract, train, *, checkpoint_
 
 
 class Experiment:
-  """A validated config with its data, splits, model and mesh."""
+  """A validated config with its data, splits, model and mesh, and where its models are kept.
 
-  def __init__(self, config: ml_collections.ConfigDict):
+  With ``train=False`` nothing is trained: every model must be kept in the run directory.
+  """
+
+  def __init__(self, config: ml_collections.ConfigDict, *, train: bool = True):
     validate(config)
     distributed.check_agreement({"config": config.to_dict(), "seed": config.seed})
-    self.config = config
+    self.config, self.train = config, train
     d = config.data
-    self.dataset = load_dataset(d.name, data_dir=d.data_dir, source_dir=d.source_dir,
-                                manual_dir=d.manual_dir, download=d.download)
-    self.splits = make_splits(self.dataset, _spec(config.forget), seed=config.seed,
-                              calibration_fraction=config.calibration_fraction)
-    self.model = make_model(config.model.name, num_classes=self.dataset.num_classes,
-                            input_shape=self.dataset.image_shape, mean=self.dataset.mean,
-                            std=self.dataset.std, **config.model.options.to_dict())
+    self.dataset = runs.dataset_of(d)
+    self.splits = runs.experiment_splits(config, self.dataset)
+    self.model_spec = ckpt_lib.model_spec(
+        config.model.name, num_classes=self.dataset.num_classes,
+        input_shape=self.dataset.image_shape, mean=self.dataset.mean, std=self.dataset.std,
+        options=config.model.options.to_dict())
+    self.model = ckpt_lib.model_from_spec(self.model_spec)
     self.mesh = sharding.make_mesh(config.num_devices or None)
     self.root = pathlib.Path(config.cache_dir).absolute()
+    self.out = pathlib.Path(config.output_dir).absolute()
     self.base_key = {"data": d.to_dict(), "model": config.model.to_dict(),
                      "recipe": config.original.to_dict()}
+
+  def kept(self, name: str, key: str):
+    """``((params, model_state), meta)`` of the model ``name`` kept with ``key``, else None
+    (with ``train=False``: FileNotFoundError naming it)."""
+    directory = runs.model_dir(self.out, name)
+    meta = ckpt_lib.read_model_meta(directory)
+    if meta is None or meta.get("key") != key:
+      if not self.train:
+        state = "one of another config" if meta else "no finished model"
+        raise FileNotFoundError(f"evaluate: {directory} holds {state}; `unlearn-jax run` the "
+                                "config to train it.")
+      return None
+    _, params, model_state, meta = ckpt_lib.load_model(directory, key)
+    return (params, model_state), meta
+
+  def keep(self, name: str, key: str, params_state, meta: dict) -> None:
+    """Saves the finished model ``name`` in the run directory with ``key`` and ``meta``."""
+    config = self.config
+    ckpt_lib.save_model(runs.model_dir(self.out, name), *params_state, spec=self.model_spec,
+                        meta={"key": key, "name": name, "data": config.data.to_dict(),
+                              "forget": config.forget.to_dict(),
+                              "forget_classes": list(self.splits.forget_classes),
+                              "seed": config.seed, "versions": versions(), **meta})
 
   def _abstract(self, seeds):
     tx = _recipe(self.config.original).make_tx(1)
@@ -152,33 +186,52 @@ class Experiment:
         x.shape[1:], x.dtype), abstract)
 
   def original(self) -> tuple[Original, float]:
-    """θ_o trained on all of D (cached by its config)."""
+    """θ_o trained on all of D (cached by its config, kept in the run directory)."""
     seed, recipe = self.config.seed, _recipe(self.config.original)
+    key = ckpt_lib.config_hash(self.base_key | {"seed": seed})
+    kept = self.kept("original", key)
+    if kept is None:
+      def train(state, save, every):
+        return train_classifier(self.model, self.dataset.train, recipe, seed=seed, state=state,
+                                mesh=self.mesh, checkpoint=save, checkpoint_every=every,
+                                progress=self.config.progress, desc="original")
 
-    def train(state, save, every):
-      return train_classifier(self.model, self.dataset.train, recipe, seed=seed, state=state,
-                              mesh=self.mesh, checkpoint=save, checkpoint_every=every,
-                              progress=self.config.progress, desc="original")
+      state, seconds = _cached_training(self.root, "original", self.base_key | {"seed": seed},
+                                        self._abstract([seed]), train,
+                                        checkpoint_every=self.config.checkpoint_every)
+      kept = jax.device_get((state.params, state.model_state)), {"seconds": seconds}
+      self.keep("original", key, *kept)
+    (params, model_state), meta = kept
+    return Original(self.model, params, model_state), meta["seconds"]
 
-    state, seconds = _cached_training(self.root, "original", self.base_key | {"seed": seed},
-                                      self._abstract([seed]), train,
-                                      checkpoint_every=self.config.checkpoint_every)
-    return Original(self.model, *jax.device_get((state.params, state.model_state))), seconds
+  def _retrain_key(self, seed: int) -> str:
+    return ckpt_lib.config_hash(self.base_key | {"seed": seed,
+                                                 "forget": self.config.forget.to_dict(),
+                                                 "split_seed": self.config.seed})
 
   def retrains(self) -> tuple[list[tuple], float]:
     """Retrain oracles on D_r, one per seed of ``retrain_seeds``, trained at once (vmapped) or
-    one after another (``retrain_vmap``; None: vmapped except on CPU). Returns the models and
-    the mean seconds per model."""
+    one after another (``retrain_vmap``; None: vmapped except on CPU), each kept in the run
+    directory as ``retrain-seed<s>``. Returns the models and the mean seconds per model."""
     seeds = list(self.config.retrain_seeds)
-    if not seeds:
-      return [], 0.0
+    kept = {s: self.kept(runs.retrain_name(s), self._retrain_key(s)) for s in seeds}
+    missing = [s for s in seeds if kept[s] is None]
+    if missing:
+      for seed, model, seconds in zip(missing, *self._train_retrains(missing), strict=True):
+        kept[seed] = model, {"seconds": seconds}
+        self.keep(runs.retrain_name(seed), self._retrain_key(seed), *kept[seed])
+    models = [kept[s][0] for s in seeds]
+    return models, float(np.mean([kept[s][1]["seconds"] for s in seeds])) if seeds else 0.0
+
+  def _train_retrains(self, seeds: list[int]) -> tuple[list[tuple], list[float]]:
+    """Trains (or restores from the cache) the Retrain models of ``seeds``; their seconds."""
     recipe = _recipe(self.config.original)
     retain = self.splits.retain
     vmapped = self.config.retrain_vmap
     if vmapped is None:
       vmapped = jax.default_backend() != "cpu"
     groups = [seeds] if vmapped and len(seeds) > 1 else [[s] for s in seeds]
-    models, total = [], 0.0
+    models, seconds = [], []
     for group in groups:
       def train(state, save, every, group=group):
         common = {"state": state, "mesh": self.mesh, "checkpoint": save,
@@ -191,14 +244,40 @@ class Experiment:
 
       key = self.base_key | {"seeds": group, "forget": self.config.forget.to_dict(),
                              "split_seed": self.config.seed}
-      state, seconds = _cached_training(self.root, "retrain", key, self._abstract(group), train,
-                                        checkpoint_every=self.config.checkpoint_every)
+      state, total = _cached_training(self.root, "retrain", key, self._abstract(group), train,
+                                      checkpoint_every=self.config.checkpoint_every)
       params, model_state = jax.device_get((state.params, state.model_state))
       models += ([(params, model_state)] if len(group) == 1 else
                  [jax.tree.map(lambda x, k=k: x[k], (params, model_state))
                   for k in range(len(group))])
-      total += seconds
-    return models, total / len(seeds)
+      seconds += [total / len(group)] * len(group)
+    return models, seconds
+
+  def unlearned(self, name: str, original: Original) -> tuple[tuple, float, dict]:
+    """``((params, model_state), seconds, info)`` of method ``name``: its kept model, else
+    unlearned from ``original`` (resuming ``checkpoints/<name>/<key>``) and kept; its periodic
+    checkpoints are then removed."""
+    config, key = self.config, model_key(self, name)
+    kept = self.kept(name, key)
+    if kept is None:
+      hparams = _hparams(config, name)
+      steps = self.out / "checkpoints" / name / key
+      with ckpt_lib.Checkpointer(steps) as ckpt:
+        run = unlearn(get_method(name), original, self.splits, seed=config.seed,
+                      hparams=hparams, mesh=self.mesh, checkpointer=ckpt,
+                      checkpoint_every=config.checkpoint_every, run_key=key,
+                      progress=config.progress)
+        ckpt.wait()
+      kept = (run.params, run.model_state), {"seconds": run.seconds, "info": _json_safe(run.info),
+                                             "method": name, "hparams": hparams.to_dict()}
+      self.keep(name, key, *kept)
+      if distributed.is_writer():  # the kept model replaces its periodic checkpoints
+        shutil.rmtree(steps, ignore_errors=True)
+        for folder in (steps.parent, steps.parent.parent):
+          if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+    (params, model_state), meta = kept
+    return (params, model_state), meta["seconds"], meta.get("info", {})
 
 
 def _json_safe(value):
@@ -258,25 +337,28 @@ def _write(results: dict, out: pathlib.Path) -> None:
     report.write_report(results, out)
 
 
-def run_experiment(config: ml_collections.ConfigDict) -> dict:
+def run_experiment(config: ml_collections.ConfigDict, *, train: bool = True) -> dict:
   """Runs the protocol of ``config`` and writes ``output_dir/results.json`` (and table, plots).
 
   With ``config.trials`` the protocol runs once per trial (resumable, each in ``trial<k>``) and
-  the top-level results hold mean ± std over trials.
+  the top-level results hold mean ± std over trials. With ``train=False`` every model must be kept
+  in the run directory already (:func:`evaluate_run`).
 
   Returns:
     The results dict (config, seeds, hardware, versions, split sizes, per-model metrics).
   """
+  out = pathlib.Path(config.output_dir).absolute()
   if config.trials:
     configs = trial_configs(config)
     for trial in configs:
       validate(trial)
-    trials = [run_experiment(t) for t in configs]
+    runs.write_config(out, config)
+    trials = [run_experiment(t, train=train) for t in configs]
     results = _json_safe(_aggregate(config, trials))
-    _write(results, pathlib.Path(config.output_dir).absolute())
+    _write(results, out)
     return results
-  exp = Experiment(config)
-  out = pathlib.Path(config.output_dir).absolute()
+  exp = Experiment(config, train=train)
+  runs.write_config(out, config)
   (out / "methods").mkdir(parents=True, exist_ok=True)
   ev, seed, splits = evaluation_settings(config), config.seed, exp.splits
   start = time.perf_counter()
@@ -305,8 +387,12 @@ def run_experiment(config: ml_collections.ConfigDict) -> dict:
       out, "original", _result_key(exp, "original"),
       lambda: evaluate("original", theta_o, original_seconds, {}))
   for name in tqdm(config.methods, desc=f"{config.name}: methods", disable=not config.progress):
-    results["models"][name] = _method_result(exp, name, original, retrains, retrain_seconds,
-                                             evaluate, out)
+    if name == "retrain":
+      compute = functools.partial(evaluate, name, retrains[0], retrain_seconds,
+                                  {"seeds": list(config.retrain_seeds)})
+    else:
+      compute = functools.partial(_evaluate_unlearned, exp, name, original, evaluate)
+    results["models"][name] = _cached(out, name, _result_key(exp, name), compute)
   results["noise_floor"] = _cached(out, "noise_floor", _result_key(exp, "noise_floor"),
                                    lambda: suite.noise_floor(context()))
   results["wall_seconds"] = time.perf_counter() - start
@@ -315,13 +401,54 @@ def run_experiment(config: ml_collections.ConfigDict) -> dict:
   return results
 
 
-def _result_key(exp: Experiment, name: str) -> str:
-  """What ``name``'s evaluated result depends on: the data, model, recipe, seed, forget set,
-  Retrain seeds, evaluation config and (for a method) its hyper-parameters."""
+def _evaluate_unlearned(exp: Experiment, name: str, original: Original, evaluate) -> dict:
+  params_state, seconds, info = exp.unlearned(name, original)
+  return evaluate(name, params_state, seconds, info)
+
+
+def evaluate_run(run_dir: str | pathlib.Path, overrides=()) -> dict:
+  """Re-evaluates the models a finished run kept, training nothing, and rewrites its results.
+
+  Args:
+    run_dir: the run's ``output_dir`` (holding ``config.json`` and ``models/``).
+    overrides: ``--config.evaluation.X=value`` (or ``progress``) items; the recorded config is
+      otherwise unchanged, so every model is the one the run kept. Metrics whose settings did not
+      change are read back from the run's results.
+
+  Raises:
+    FileNotFoundError: no recorded config, or a model the config needs is not kept (names it).
+    ValueError: an override outside ``evaluation`` / ``progress`` (it would change the models).
+  """
+  config = runs.read_config(run_dir)
+  allowed = ("config.evaluation.", "config.progress=")
+  for item in overrides:
+    text = item[2:] if item.startswith("--") else item
+    if not text.startswith(allowed):
+      raise ValueError(f"evaluate: {item!r} would change the models; only "
+                       "--config.evaluation.* and --config.progress may be overridden.")
+  config = config_lib.apply_overrides(config, overrides)
+  with config.unlocked():
+    config.output_dir = str(pathlib.Path(run_dir).absolute())
+  return run_experiment(config, train=False)
+
+
+def model_key(exp: Experiment, name: str) -> str:
+  """What method ``name``'s unlearned model depends on: the data, model, recipe, seed, forget set
+  and its hyper-parameters (not the evaluation config)."""
   config = exp.config
-  hparams = _hparams(config, name).to_dict() if name in METHODS else {}
   return ckpt_lib.config_hash({"base": exp.base_key, "seed": config.seed, "method": name,
-                               "hparams": hparams, "forget": config.forget.to_dict(),
+                               "hparams": _hparams(config, name).to_dict(),
+                               "forget": config.forget.to_dict()})
+
+
+def _result_key(exp: Experiment, name: str) -> str:
+  """What ``name``'s evaluated result depends on: its model (:func:`model_key`), the forget set
+  and calibration split, the Retrain seeds and the evaluation config."""
+  config = exp.config
+  return ckpt_lib.config_hash({"model": model_key(exp, name) if name in METHODS else name,
+                               "base": exp.base_key, "seed": config.seed,
+                               "forget": config.forget.to_dict(),
+                               "calibration_fraction": config.calibration_fraction,
                                "retrain_seeds": list(config.retrain_seeds),
                                "evaluation": config.evaluation.to_dict()})
 
@@ -343,25 +470,4 @@ def _cached(out: pathlib.Path, name: str, key: str, compute):
   return result
 
 
-def _method_result(exp: Experiment, name: str, original: Original, retrains, retrain_seconds,
-                   evaluate, out: pathlib.Path) -> dict:
-  """A method's evaluated result (:func:`_cached`); otherwise unlearned (resuming its
-  checkpoint, ``out/checkpoints/<name>/<key>``) and evaluated."""
-  config = exp.config
-  key = _result_key(exp, name)
-
-  def compute():
-    if name == "retrain":
-      return evaluate(name, retrains[0], retrain_seconds, {"seeds": list(config.retrain_seeds)})
-    with ckpt_lib.Checkpointer(out / "checkpoints" / name / key) as ckpt:
-      run = unlearn(get_method(name), original, exp.splits, seed=config.seed,
-                    hparams=_hparams(config, name), mesh=exp.mesh, checkpointer=ckpt,
-                    checkpoint_every=config.checkpoint_every, run_key=key,
-                    progress=config.progress)
-      ckpt.wait()
-    return evaluate(name, (run.params, run.model_state), run.seconds, run.info)
-
-  return _cached(out, name, key, compute)
-
-
-__all__ = ["Experiment", "run_experiment", "validate"]
+__all__ = ["Experiment", "evaluate_run", "model_key", "run_experiment", "validate"]
