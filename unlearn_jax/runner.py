@@ -240,6 +240,8 @@ def _aggregate(config, trials: list[dict]) -> dict:
       values = [t["models"][name]["metrics"].get(key) for t in trials]
       if any(v is None for v in values):
         metrics[key] = None
+      elif any(isinstance(v, str) for v in values):  # a setting in words: one per trial
+        metrics[key] = {"values": values}
       else:
         metrics[key] = {"mean": float(np.mean(values)), "std": float(np.std(values)),
                         "values": values}
