@@ -10,7 +10,7 @@ import jax
 import numpy as np
 import pytest
 
-from unlearn_jax import cli, runner
+from unlearn_jax import cli, runner, summaries
 from unlearn_jax import unlearning as unlearn_lib
 from unlearn_jax.checkpoint import Checkpointer
 from unlearn_jax.config import load_config
@@ -66,6 +66,24 @@ def test_report_regenerates_from_json(quick_run, capsys):
   assert cli.main(["report", str(quick_run)]) == 0
   assert "| spotter |" in (quick_run / "results.md").read_text()
   assert "| opc |" in capsys.readouterr().out
+
+
+def test_report_summary_is_written_beside_the_results(quick_run):
+  """summary.json: every metric of results.json per trial (one here), the command the CLI was
+  given, the hyper-parameters each model used, no per-example details."""
+  summary = summaries.read_summary(quick_run / "summary.json")
+  results = json.loads((quick_run / "results.json").read_text())
+  assert summary["experiment"] == "digits_quick" and summary["seeds"] == [0]
+  assert summary["command"].startswith("unlearn-jax run digits:quick --config.output_dir=")
+  assert list(summary["models"]) == list(results["models"])
+  for name, row in results["models"].items():
+    assert {k: [v] for k, v in row["metrics"].items()} == summary["models"][name]["metrics"]
+  spotter = json.loads(json.dumps(METHODS["spotter"].hparams("small").to_dict()))
+  assert summary["models"]["spotter"]["hparams"] == spotter
+  assert summary["models"]["retrain"]["hparams"]["seeds"] == [1, 2]
+  assert summary["models"]["original"]["hparams"]["epochs"] == 8
+  assert summary["columns"][0] == {"header": "UA", "key": "UA", "format": ".1f"}
+  assert "projection" not in (quick_run / "summary.json").read_text()
 
 
 def _numbers(tree):

@@ -22,7 +22,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from unlearn_jax import checkpoint as ckpt_lib
-from unlearn_jax import distributed, report, seeding
+from unlearn_jax import distributed, report, seeding, summaries
 from unlearn_jax.data.datasets import DATASET_NAMES, load_dataset
 from unlearn_jax.data.splits import ForgetSpec, make_splits
 from unlearn_jax.evaluation import registry, suite
@@ -253,11 +253,26 @@ def _aggregate(config, trials: list[dict]) -> dict:
           "wall_seconds": sum(t["wall_seconds"] for t in trials)}
 
 
-def _write(results: dict, out: pathlib.Path) -> None:
-  """``out/results.json``, the table and the plots, from process 0 only."""
+def hparams_used(config: dict) -> dict:
+  """Model name → the hyper-parameters a run of ``config`` (a plain dict) uses: each method's
+  resolved profile and overrides; the original and Retrain (trained here, not by a plan) the
+  original's recipe, Retrain with its seeds."""
+  out = {"original": dict(config["original"])}
+  for name in config["methods"]:
+    out[name] = ({**config["original"], "seeds": list(config["retrain_seeds"])}
+                 if name == "retrain" else get_method(name).hparams(
+                     config["profile"], config["hparams"].get(name, {})).to_dict())
+  return out
+
+
+def _write(results: dict, out: pathlib.Path, trials: list[dict] | None = None) -> None:
+  """``out/results.json``, the table, the plots and ``summary.json`` (:mod:`unlearn_jax.
+  summaries`; ``trials``: the per-trial results), from process 0 only."""
   if distributed.is_writer():
     ckpt_lib.write_atomic(out / RESULTS, json.dumps(results, indent=1))
     report.write_report(results, out)
+    summaries.write_summary(summaries.summarize(results, trials=trials, hparams=_json_safe(
+        hparams_used(results["config"]))), out)
 
 
 def run_experiment(config: ml_collections.ConfigDict) -> dict:
@@ -275,7 +290,7 @@ def run_experiment(config: ml_collections.ConfigDict) -> dict:
       validate(trial)
     trials = [run_experiment(t) for t in configs]
     results = _json_safe(_aggregate(config, trials))
-    _write(results, pathlib.Path(config.output_dir).absolute())
+    _write(results, pathlib.Path(config.output_dir).absolute(), trials)
     return results
   exp = Experiment(config)
   out = pathlib.Path(config.output_dir).absolute()
