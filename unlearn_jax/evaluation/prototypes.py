@@ -405,7 +405,7 @@ def plot_pra(models: dict, path, plt) -> None:
 METRIC = registry.register(registry.Metric(
     "pra", _evaluate, PRASettings,
     columns=(("PRA strongest", "PRA/forget", ".1f"), ("PRA strongest at", "PRA/strongest_at", "s"),
-             ("PRA ref.", "PRA/ref", ".1f")),
+             ("PRA ref.", "PRA/ref", ".1f"), ("PRA ref. kept drop", "PRA/ref_kept_drop", ".1f")),
     needs=("classes",), plot=("pra_alpha.png", plot_pra), named=True))
 
 
