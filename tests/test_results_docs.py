@@ -130,3 +130,10 @@ def test_hparams_page_lists_every_method_under_every_profile():
       if not isinstance(value, dict):
         assert f"| {key} | `{results_docs._value(value)}` |" in page, (name, key)
   assert "| hyper-parameter | " + " | ".join(known_profiles()) + " |" in page
+  from unlearn_jax.methods import register
+  register("toy_method", reads=("forget",), description="A test's.", defaults={"epochs": 1},
+           profiles={"toy_profile": {"epochs": 2}})(lambda *a: None)
+  try:  # a method registered by a config file or a test does not change the page
+    assert results_docs.render_hparams() == page
+  finally:
+    del METHODS["toy_method"]
