@@ -178,3 +178,81 @@ def test_bad_inputs_name_the_field(digits, digits_model, digits_original, class0
   random_split = make_splits(digits, ForgetSpec(fraction=0.1), seed=0)
   with pytest.raises(ValueError, match="splits.forget_classes"):
     prototypical_relearning(digits_model, *digits_original, random_split, seed=0)
+
+
+def _naive_reference(kernel, bias, sets, classes, alpha, positions):
+  """The reference code's fixed edit in plain NumPy: per draw, the unit mean of K shots of each
+  forgotten class c replaces W[:, c] by α p̂_c + (1 − α) W[:, c], b_c by (1 − α) b_c; returns the
+  mean forget accuracy (%) over draws."""
+  z, y = (np.asarray(a, np.float64) for a in sets["forget"])
+  accuracies = []
+  for draw in positions:
+    w, b = np.array(kernel, np.float64), np.array(bias, np.float64)
+    for i, c in enumerate(classes):
+      mean = z[draw[i]].mean(axis=0)
+      w[:, c] = alpha * mean / np.linalg.norm(mean) + (1 - alpha) * w[:, c]
+      b[c] = (1 - alpha) * b[c]
+    accuracies.append(100.0 * np.mean(np.argmax(z @ w + b, axis=1) == y))
+  return float(np.mean(accuracies))
+
+
+@pytest.mark.parametrize("alpha", [0.5, 0.8, 1.0, 0.33])
+def test_reference_setting_equals_naive_numpy(alpha):
+  """PRA ref.: the cosine rule with K = 5 shots from D_f at a fixed α, no selection; the shots
+  are the grid's draws, so the value is the grid's entry where the grid has that α."""
+  rng = np.random.default_rng(0)
+  labels = np.repeat(np.arange(4), 15).astype(np.int32)
+  z = (np.abs(rng.normal(size=(60, 6))) + 3.0 * np.eye(4, 6)[labels]).astype(np.float32)
+  kernel = rng.normal(size=(6, 4)).astype(np.float32)
+  bias = np.array([-4.0, -4.0, 0.5, 0.0], np.float32)
+  forget = labels < 2
+  sets = {"forget": (z[forget], labels[forget]), "test_forget": (z[forget], labels[forget]),
+          "test_retain": (z[~forget], labels[~forget])}
+  params = {"head": {"kernel": jnp.asarray(kernel), "bias": jnp.asarray(bias)}}
+  ref = prototypes.pra_reference(params, sets, (0, 1), seed=3, alpha=alpha, shots=5, num_draws=3)
+  grid = pra_grid(params, sets, (0, 1), seed=3, shots=(5,), num_draws=3, alphas=(alpha,),
+                  modes=("cosine",))
+  positions = np.asarray(grid["shots"]["forget/5"])
+  assert ref["forget"] == pytest.approx(_naive_reference(kernel, bias, sets, (0, 1), alpha,
+                                                         positions), abs=1e-9)
+  if alpha in ALPHAS:
+    full = pra_grid(params, sets, (0, 1), seed=3, shots=(1, 5), num_draws=3)
+    entry = prototypes._find(full["settings"], 5, alpha)
+    assert entry["forget"] == ref["forget"] and entry["kept_drop"] == ref["kept_drop"]
+
+
+def test_metric_reports_the_reference_setting_per_model_and_the_strongest(digits_model, class0,
+                                                                          ga_unlearned):
+  """α by model name (original 0.5, Retrain 1.0, Spotter 0.8, others ref_alpha); an α off the
+  grid is computed from the same draws; the strongest setting is recorded as numbers and words."""
+  from types import SimpleNamespace
+  context = SimpleNamespace(splits=class0)
+  settings = prototypes.PRASettings(shots=(5,), num_draws=2)
+  out = {}
+  for name in ("original", "retrain", "spotter", "ga", None):
+    out[name], details = prototypes.METRIC.evaluate(digits_model, *ga_unlearned, context,
+                                                    settings, seed=0, name=name)
+  assert [out[n]["PRA/ref_alpha"] for n in out] == [0.5, 1.0, 0.8, 0.8, 0.8]
+  m = out["ga"]
+  grid = prototypical_relearning(digits_model, *ga_unlearned, class0, seed=0, shots=(5,),
+                                 num_draws=2)
+  assert m["PRA/ref"] == prototypes._find(grid["settings"], 5, 0.8)["forget"]
+  strongest = grid["strongest"]
+  assert m["PRA/forget"] == strongest["forget"] and m["PRA/strongest_shots"] == 5
+  assert m["PRA/strongest_alpha"] == strongest["alpha"]
+  assert m["PRA/strongest_l2"] == float(strongest["mode"] == "l2")
+  assert m["PRA/strongest_at"] == prototypes.strongest_at(strongest)
+  assert details["pra"]["reference"]["alpha"] == 0.8
+  off = prototypes.PRASettings(shots=(5,), num_draws=2, ref_alpha=0.33)
+  m_off, _ = prototypes.METRIC.evaluate(digits_model, *ga_unlearned, context, off, seed=0,
+                                        name="ga")
+  sets = prototypes._feature_sets(digits_model, ga_unlearned[0], ga_unlearned[1], class0)
+  assert m_off["PRA/ref"] == prototypes.pra_reference(ga_unlearned[0], sets, (0,), seed=0,
+                                                      alpha=0.33, num_draws=2)["forget"]
+
+
+def test_reference_settings_are_checked():
+  with pytest.raises(ValueError, match=r"config.evaluation.pra.ref_alpha: α = 1.5"):
+    prototypes.PRASettings(ref_alpha=1.5)
+  with pytest.raises(ValueError, match=r"config.evaluation.pra.ref_alphas"):
+    prototypes.PRASettings(ref_alphas=(("retrain",),))

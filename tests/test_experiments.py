@@ -13,9 +13,8 @@ import pytest
 import unlearn_jax
 from unlearn_jax import cli, runner
 from unlearn_jax import unlearning as unlearn_lib
-from unlearn_jax.checkpoint import Checkpointer, CorruptCheckpointError
+from unlearn_jax.checkpoint import Checkpointer
 from unlearn_jax.config import load_config
-from unlearn_jax.evaluation.outputs import accuracy
 from unlearn_jax.methods import METHODS
 from unlearn_jax.report import columns
 from unlearn_jax.training.loop import Hook
@@ -70,69 +69,6 @@ def test_report_regenerates_from_json(quick_run, capsys):
   assert "| opc |" in capsys.readouterr().out
 
 
-def test_load_run_gives_every_model_back_with_its_metrics(quick_run):
-  """Every model a run made is kept (before its metrics), loads without the config file, and
-  recomputes the recorded accuracies to the printed digits; finished methods leave no periodic
-  checkpoints behind."""
-  results = json.loads((quick_run / "results.json").read_text())
-  run = unlearn_jax.load_run(quick_run)
-  assert set(run.models) == {"original", *results["config"]["methods"],
-                             *(f"retrain-seed{s}" for s in results["config"]["retrain_seeds"])}
-  assert len(run.retrains) == 2 and len(run.splits.forget) == results["splits"]["forget"]
-  for name, row in results["models"].items():
-    model, params, model_state = run.models[name]
-    recomputed = {"UA": 100.0 - accuracy(model, params, model_state, run.splits.forget),
-                  "RA": accuracy(model, params, model_state, run.splits.retain),
-                  "TA": accuracy(model, params, model_state, run.splits.test_retain)}
-    for key, value in recomputed.items():
-      assert f"{value:.1f}" == f"{row['metrics'][key]:.1f}", (name, key)
-  assert run.meta["spotter"]["hparams"]["epochs"] >= 1
-  assert not (quick_run / "checkpoints").exists()
-
-
-def test_evaluate_later_gives_the_numbers_of_a_run_that_had_the_metric(quick_run, tmp_path,
-                                                                       data_dir, monkeypatch):
-  """A run without FM/HR, evaluated afterwards with them on (training nothing), equals the run
-  that had them from the start; evaluate refuses overrides that would change the models."""
-  common = ["run", "digits:quick", f"--config.output_dir={tmp_path / 'out'}",
-            f"--config.cache_dir={quick_run.parent / 'cache'}",
-            f"--config.data.data_dir={data_dir}", "--config.progress=False",
-            "--config.methods=('retrain', 'ft', 'spotter')"]
-  assert cli.main([*common, "--config.evaluation.recovery.enabled=False"]) == 0
-  before = json.loads((tmp_path / "out" / "results.json").read_text())
-  assert before["models"]["spotter"]["metrics"].get("FM/forget") is None
-
-  def no_training(*args, **kwargs):
-    raise AssertionError("evaluate must not train")
-
-  monkeypatch.setattr(runner, "unlearn", no_training)
-  monkeypatch.setattr(runner, "train_classifier", no_training)
-  assert cli.main(["evaluate", str(tmp_path / "out"),
-                   "--config.evaluation.recovery.enabled=True"]) == 0
-  later = json.loads((tmp_path / "out" / "results.json").read_text())
-  full = json.loads((quick_run / "results.json").read_text())
-  for name in ("original", "retrain", "ft", "spotter"):
-    assert _numbers(later["models"][name]) == _numbers(full["models"][name]), name
-  assert later["models"]["spotter"]["metrics"]["seconds"] == before["models"]["spotter"][
-      "metrics"]["seconds"]
-  with pytest.raises(ValueError, match=r"--config.seed=3.*would change the models"):
-    runner.evaluate_run(tmp_path / "out", ["--config.seed=3"])
-
-
-def test_a_damaged_kept_model_is_named(tmp_path, quick_run):
-  import shutil
-  shutil.copytree(quick_run, tmp_path / "run")
-  (tmp_path / "run" / "models" / "ft" / "0" / "meta" / "metadata").write_bytes(b"\x00{")
-  with pytest.raises(CorruptCheckpointError, match=r"models/ft step 0 cannot be read.*delete"):
-    unlearn_jax.load_run(tmp_path / "run", ["ft"])
-  with pytest.raises(FileNotFoundError, match=r"holds 3 trials; load one of them"):
-    runner.runs.load_run(_trials_dir(tmp_path))
-
-
-def _trials_dir(tmp_path):
-  (tmp_path / "trials").mkdir()
-  (tmp_path / "trials" / "config.json").write_text(json.dumps({"trials": [0, 1, 2]}))
-  return tmp_path / "trials"
 
 
 def _numbers(tree):
@@ -337,7 +273,7 @@ def test_every_config_builds_its_first_steps_with_tiny_shapes(path, monkeypatch)
 
   config = load_config(str(path))
   tiny = _tiny_dataset(config.data.name)
-  monkeypatch.setattr(runner, "load_dataset", lambda *a, **k: tiny)
+  monkeypatch.setattr(runner.runs, "dataset_of", lambda *a, **k: tiny)
   options = {"width": 0.0625} if config.model.name == "resnet18" else {}
   with config.unlocked():
     config.model.options = options

@@ -21,7 +21,7 @@ LAYERS = (
     ("unlearning",),
     ("evaluation",),
     ("populations",),
-    ("report", "population_report"),
+    ("report", "population_report", "summaries", "claims", "results_docs"),
     ("config", "runs", "runner", "population_runner"),
     ("cli",),
 )

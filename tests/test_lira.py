@@ -13,7 +13,7 @@ import jax
 import numpy as np
 import pytest
 
-from unlearn_jax import cli, population_runner, populations, seeding
+from unlearn_jax import cli, population_runner, populations, seeding, summaries
 from unlearn_jax.config import load_config
 from unlearn_jax.data.memberships import balanced_masks
 from unlearn_jax.evaluation import challenge, lira
@@ -180,6 +180,11 @@ def test_population_runner_end_to_end_and_cached(tmp_path, data_dir):
     assert ("Checks (docs/math.md §7.6)" in table) == (config.protocol == "ulira")
     assert json.loads((tmp_path / "out" / "results.json").read_text())["sizes"]["models"] == 8
     assert len(np.load(tmp_path / "out" / "populations" / "ft.npz")["seeds"]) == 8
+    summary = summaries.read_summary(tmp_path / "out" / "summary.json")
+    assert summary["kind"] == "population" and list(summary["models"]) == ["original", "ft"]
+    assert summary["models"]["ft"]["hparams"]["epochs"] == 1 and summary["sizes"][0]["models"] == 8
+    assert summary["models"]["ft"]["metrics"]["seconds"] == [results["rows"]["ft"]["metrics"][
+        "seconds"]]
   again = population_runner.run_population_experiment(config)  # every chunk restored
   assert again["rows"]["ft"]["info"]["restored_chunks"] == 1
   assert again["rows"]["ft"]["metrics"]["F"] == results["rows"]["ft"]["metrics"]["F"]
@@ -197,3 +202,5 @@ def test_cli_runs_a_population_config(tmp_path, data_dir, capsys):
   assert code == 0
   assert "| ga |" in capsys.readouterr().out
   assert json.loads((tmp_path / "out" / "results.json").read_text())["protocol"] == "challenge"
+  command = summaries.read_summary(tmp_path / "out" / "summary.json")["command"]
+  assert command.startswith("unlearn-jax run digits_challenge:quick --config.output_dir=")

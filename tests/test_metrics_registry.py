@@ -51,6 +51,7 @@ def test_defaults_keep_todays_schema_and_table_order():
   assert list(registry.BUILTIN) == [m.name for m in registry.metrics()][:len(registry.BUILTIN)]
   assert [key for _, key, _ in columns()] == [
       "UA", "RA", "TA", "acc/test_forget", "MIA", "gap", "OU/pgd", "OU/gaussian", "PRA/forget",
+      "PRA/strongest_at", "PRA/ref", "PRA/ref_kept_drop",
       "FM/forget", "HR/forget", "inversion/psnr", "CKA/retrain/forget", "CKA/retrain/retain",
       "seconds"]
 

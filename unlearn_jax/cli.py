@@ -6,6 +6,9 @@
   unlearn-jax evaluate RUN_DIR [--config.evaluation.KEY=VALUE ...]
                                                       evaluate the models a run kept (no training)
   unlearn-jax report RUN_DIR                          regenerate table and plots from results.json
+  unlearn-jax record RUN_DIR                          copy the run's summary.json to results/
+  unlearn-jax report --docs                           docs/results.md, claims.md, hparams.md from
+                                                      results/*.json (--check: compare only)
   unlearn-jax methods                                 list the methods and their data access
 
 CONFIG is a path to a ``get_config(arg=None)`` file (``path.py:arg`` passes ``arg``) or a name
@@ -23,6 +26,7 @@ import argparse
 import json
 import os
 import pathlib
+import shlex
 import sys
 
 
@@ -74,10 +78,52 @@ def _parser() -> argparse.ArgumentParser:
   p.add_argument("run_dir", help="a run's output directory (holding config.json and models/)")
   p.add_argument("overrides", nargs="*", default=[], metavar="--config.evaluation.KEY=VALUE",
                  help="change metric settings, e.g. --config.evaluation.pra.enabled=True")
-  p = sub.add_parser("report", help="regenerate the table and plots of a finished run")
-  p.add_argument("run_dir", help="a run's output directory (holding results.json)")
+  p = sub.add_parser("report", help="regenerate the table and plots of a finished run, or the "
+                     "docs from the recorded summaries")
+  p.add_argument("run_dir", nargs="?", help="a run's output directory (holding results.json)")
+  p.add_argument("--docs", action="store_true",
+                 help="write docs/results.md, docs/claims.md, docs/hparams.md and their plots "
+                      "from docs/results.in.md and results/*.json (run in the repository root)")
+  p.add_argument("--check", action="store_true",
+                 help="only compare the committed docs with what --docs generates (exit 1 if "
+                      "they differ)")
+  p.add_argument("--root", default=".", help="the repository root (default: .)")
+  p = sub.add_parser("record", help="copy a finished run's summary.json to "
+                     "results/<experiment>.json, from which the docs are generated")
+  p.add_argument("run_dir", help="a run's output directory (holding summary.json)")
+  p.add_argument("--root", default=".", help="the repository root (default: .)")
   sub.add_parser("methods", help="list the registered methods, their data and description")
   return parser
+
+
+def _docs(args) -> int:
+  """``report --docs`` (write, then report the readings' problems) or ``report --check``."""
+  from unlearn_jax import results_docs
+  if args.check:
+    differences = results_docs.check_docs(args.root)
+    for line in differences:
+      print(line)
+    print(f"docs: {len(differences)} difference(s)" if differences else
+          "docs: up to date with results/*.json")
+    return 1 if differences else 0
+  problems = results_docs.write_docs(args.root)
+  for line in problems:
+    print(line, file=sys.stderr)
+  print(f"wrote {results_docs.RESULTS}, {results_docs.CLAIMS}, {results_docs.HPARAMS} and "
+        f"their plots under {os.path.abspath(args.root)}")
+  return 1 if problems else 0
+
+
+def _record(args) -> int:
+  """``record RUN_DIR``: the run's summary into results/, with a warning for machine paths."""
+  from unlearn_jax import summaries
+  target = summaries.record(args.run_dir, args.root)
+  paths = summaries.absolute_paths(summaries.read_summary(target))
+  if paths:
+    print(f"unlearn-jax: warning: {target} holds absolute paths ({', '.join(paths)}); they would "
+          "be committed with it.", file=sys.stderr)
+  print(f"recorded {target}; now run `unlearn-jax report --docs` and commit both.")
+  return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -104,14 +150,25 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:20s} reads {'+'.join(sorted(m.reads)):15s} {m.description}")
       return 0
     if args.command == "evaluate":
+      from unlearn_jax import summaries
+      summary = pathlib.Path(args.run_dir, summaries.SUMMARY)
+      made_by = summaries.read_summary(summary).get("command") if summary.exists() else None
       results = runner.evaluate_run(args.run_dir, args.overrides)
-      if distributed.is_writer():
+      if distributed.is_writer():  # the numbers come from the run's models and this evaluation
+        summaries.set_command(args.run_dir, " && ".join(filter(None, [made_by, " ".join(
+            ["unlearn-jax", *map(shlex.quote, argv)])])))
         print(pathlib.Path(args.run_dir, "results.md").read_text())
       return 0 if results else 1
+    if args.command == "report" and (args.docs or args.check):
+      return _docs(args)
     if args.command == "report":
+      if not args.run_dir:
+        _parser().error("report: give RUN_DIR, or --docs / --check")
       results = report.report_from_dir(args.run_dir)
       print(pathlib.Path(args.run_dir, "results.md").read_text())
       return 0 if results else 1
+    if args.command == "record":
+      return _record(args)
     config = config_lib.load_config(args.config, args.overrides)
     if config.compilation_cache:
       checkpoint.use_compilation_cache(os.path.join(config.cache_dir, "xla"))
@@ -123,8 +180,12 @@ def main(argv: list[str] | None = None) -> int:
       else:
         results = runner.run_experiment(config)
       if writer:
+        from unlearn_jax import summaries
+        summaries.set_command(config.output_dir, " ".join(["unlearn-jax", *map(shlex.quote,
+                                                                            argv)]))
         print(pathlib.Path(config.output_dir, "results.md").read_text())
-        print(f"wrote {os.path.abspath(config.output_dir)}/results.json, results.md and plots")
+        print(f"wrote {os.path.abspath(config.output_dir)}/results.json, results.md, "
+              "summary.json and plots")
       return 0 if results else 1
     exp = runner.Experiment(config)
     from unlearn_jax.evaluation.outputs import accuracy

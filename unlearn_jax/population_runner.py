@@ -25,7 +25,7 @@ import ml_collections
 import numpy as np
 
 from unlearn_jax import checkpoint as ckpt_lib
-from unlearn_jax import runs, seeding
+from unlearn_jax import runs, seeding, summaries
 from unlearn_jax.data.datasets import DATASET_NAMES, ArrayDataset
 from unlearn_jax.data.memberships import balanced_masks
 from unlearn_jax.evaluation import challenge, lira
@@ -309,7 +309,7 @@ def checks(rows: dict) -> dict:
 
 def run_population_experiment(config: ml_collections.ConfigDict) -> dict:
   """Runs the population protocol of ``config``; writes ``output_dir/results.json``,
-  ``results.md``, plots and ``populations/*.npz``.
+  ``results.md``, plots, ``summary.json`` and ``populations/*.npz``.
 
   Returns:
     The results dict (config, seeds, hardware, versions, sizes, per-row metrics).
@@ -332,6 +332,9 @@ def run_population_experiment(config: ml_collections.ConfigDict) -> dict:
   results = _json_safe(results)
   ckpt_lib.write_atomic(out / RESULTS, json.dumps(results, indent=1))
   write_population_report(results, out)
+  used = {"original": config.original.to_dict()} | {n: _hparams(config, n).to_dict()
+                                                    for n in config.methods}
+  summaries.write_summary(summaries.summarize(results, hparams=_json_safe(used)), out)
   return results
 
 

@@ -19,6 +19,8 @@ FEATURE_MODELS = ("original", "retrain", "ft", "ga", "spotter", "opc")
 def _cell(value, fmt: str) -> str:
   if value is None or (isinstance(value, float) and not np.isfinite(value)):
     return "—"
+  if isinstance(value, dict) and "mean" not in value:  # words, one per trial
+    return " / ".join(_cell(v, fmt) for v in value["values"])
   if isinstance(value, dict):  # mean ± std over seeds
     return f"{value['mean']:{fmt}} ± {value['std']:{fmt}}"
   return f"{value:{fmt}}"

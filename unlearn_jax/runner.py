@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 
 from unlearn_jax import checkpoint as ckpt_lib
 from unlearn_jax import config as config_lib
-from unlearn_jax import distributed, report, runs, seeding
+from unlearn_jax import distributed, report, runs, seeding, summaries
 from unlearn_jax.data.datasets import DATASET_NAMES
 from unlearn_jax.evaluation import registry, suite
 from unlearn_jax.methods import METHODS, Original, get_method
@@ -319,6 +319,8 @@ def _aggregate(config, trials: list[dict]) -> dict:
       values = [t["models"][name]["metrics"].get(key) for t in trials]
       if any(v is None for v in values):
         metrics[key] = None
+      elif any(isinstance(v, str) for v in values):  # a setting in words: one per trial
+        metrics[key] = {"values": values}
       else:
         metrics[key] = {"mean": float(np.mean(values)), "std": float(np.std(values)),
                         "values": values}
@@ -330,11 +332,26 @@ def _aggregate(config, trials: list[dict]) -> dict:
           "wall_seconds": sum(t["wall_seconds"] for t in trials)}
 
 
-def _write(results: dict, out: pathlib.Path) -> None:
-  """``out/results.json``, the table and the plots, from process 0 only."""
+def hparams_used(config: dict) -> dict:
+  """Model name → the hyper-parameters a run of ``config`` (a plain dict) uses: each method's
+  resolved profile and overrides; the original and Retrain (trained here, not by a plan) the
+  original's recipe, Retrain with its seeds."""
+  out = {"original": dict(config["original"])}
+  for name in config["methods"]:
+    out[name] = ({**config["original"], "seeds": list(config["retrain_seeds"])}
+                 if name == "retrain" else get_method(name).hparams(
+                     config["profile"], config["hparams"].get(name, {})).to_dict())
+  return out
+
+
+def _write(results: dict, out: pathlib.Path, trials: list[dict] | None = None) -> None:
+  """``out/results.json``, the table, the plots and ``summary.json`` (:mod:`unlearn_jax.
+  summaries`; ``trials``: the per-trial results), from process 0 only."""
   if distributed.is_writer():
     ckpt_lib.write_atomic(out / RESULTS, json.dumps(results, indent=1))
     report.write_report(results, out)
+    summaries.write_summary(summaries.summarize(results, trials=trials, hparams=_json_safe(
+        hparams_used(results["config"]))), out)
 
 
 def run_experiment(config: ml_collections.ConfigDict, *, train: bool = True) -> dict:
@@ -355,7 +372,7 @@ def run_experiment(config: ml_collections.ConfigDict, *, train: bool = True) -> 
     runs.write_config(out, config)
     trials = [run_experiment(t, train=train) for t in configs]
     results = _json_safe(_aggregate(config, trials))
-    _write(results, out)
+    _write(results, out, trials)
     return results
   exp = Experiment(config, train=train)
   runs.write_config(out, config)

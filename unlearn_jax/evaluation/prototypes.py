@@ -5,6 +5,12 @@ For each forgotten class c the attacker averages the unlearned features of K sho
 the mean to the prototype p̂_c and blends a prototype classifier into column c of the head. The
 grid runner sweeps K, shot draws, α and both target rules with one compiled program, called once
 per (source, K): features are computed once, every edit and accuracy is linear algebra on them.
+
+The table reports two settings: the strongest attack of the grid (``PRA/forget``, with the α, K
+and rule it used) and the Spotter reference code's fixed setting (``PRA/ref``): the cosine rule,
+K = 5 shots from D_f, α = 0.5 for the original, 1.0 for Retrain, 0.8 for Spotter (its notebook's
+values) and, as our choice, Spotter's 0.8 for every other method (``PRASettings.ref_alpha``,
+``ref_alphas``). The reference setting is a point of the default grid, so it costs nothing extra.
 """
 
 import dataclasses
@@ -28,6 +34,12 @@ MODES = ("cosine", "l2")
 ALPHAS = tuple(round(0.05 * i, 2) for i in range(1, 21))
 SHOTS = (1, 5, 10)
 SETS = ("forget", "test_forget", "test_retain")
+# The reference code's fixed setting: K shots from D_f, the cosine rule, α per model (others:
+# REF_ALPHA, Spotter's).
+REF_SHOTS = 5
+REF_ALPHAS = (("original", 0.5), ("retrain", 1.0), ("spotter", 0.8))
+REF_ALPHA = 0.8
+RULE_NAMES = {"cosine": "cos", "l2": "L2"}
 
 
 def prototype(shot_features: jax.Array) -> jax.Array:
@@ -239,24 +251,86 @@ def prototypical_relearning(model: Model, params, model_state, splits: Splits, *
   Raises:
     ValueError: as :func:`pra_grid`, or ``params`` without a ``head``.
   """
+  sets = _feature_sets(model, params, model_state, splits, batch_size=batch_size, mesh=mesh)
+  return pra_grid(params, sets, splits.forget_classes, seed=seed, **grid_options)
+
+
+def _feature_sets(model: Model, params, model_state, splits: Splits, *, batch_size: int = 512,
+                  mesh=None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+  """θ_u's (features, labels) of D_f, D_t^f and D_t^r."""
   final_layer(params)
   if not splits.forget_classes:
     raise ValueError("splits.forget_classes: PRA attacks class unlearning; the split forgets "
                      "no whole class.")
   data = {"forget": splits.forget, "test_forget": splits.test_forget,
           "test_retain": splits.test_retain}
-  sets = {name: (model_outputs(model, params, model_state, d, batch_size=batch_size,
+  return {name: (model_outputs(model, params, model_state, d, batch_size=batch_size,
                                mesh=mesh)[0], d.labels) for name, d in data.items()}
-  return pra_grid(params, sets, splits.forget_classes, seed=seed, **grid_options)
+
+
+def pra_reference(params, sets: Mapping[str, tuple[np.ndarray, np.ndarray]],
+                  forget_classes: Sequence[int], *, seed: int, alpha: float,
+                  shots: int = REF_SHOTS, num_draws: int = 5) -> dict:
+  """PRA at one fixed setting, the reference code's: the cosine rule, ``shots`` shots from D_f
+  and blend ``alpha``, with no selection and no kept-class constraint (docs/math.md §2.4).
+
+  The shots are :func:`pra_grid`'s draws for (D_f, K) from ``seed``, so the value equals the
+  grid's entry at (D_f, K, cosine, α).
+
+  Returns:
+    The setting's dict (mean and std over draws of each set's accuracy in %, "kept_drop").
+
+  Raises:
+    ValueError: as :func:`pra_grid`.
+  """
+  grid = pra_grid(params, sets, forget_classes, seed=seed, shots=(shots,), num_draws=num_draws,
+                  alphas=(alpha,), modes=("cosine",))
+  return grid["settings"][0]
 
 
 @dataclasses.dataclass(frozen=True)
 class PRASettings(registry.Settings):
-  """The PRA grid's ``shots`` K and ``num_draws`` per K; the report's α curve at ``curve_shots``."""
+  """The PRA grid's ``shots`` K and ``num_draws`` per K; the report's α curve at
+  ``curve_shots``; the reference setting's K (``ref_shots``) and α: ``ref_alphas`` (model name →
+  α pairs), else ``ref_alpha``."""
 
   shots: tuple[int, ...] = SHOTS
   num_draws: int = 5
   curve_shots: int = 5
+  ref_shots: int = REF_SHOTS
+  ref_alpha: float = REF_ALPHA
+  ref_alphas: tuple[tuple[str, float], ...] = REF_ALPHAS
+
+  def __post_init__(self):
+    pairs = tuple(self.ref_alphas)
+    if not all(isinstance(p, tuple | list) and len(p) == 2 and isinstance(p[0], str)
+               and isinstance(p[1], int | float) for p in pairs):
+      raise ValueError(f"config.evaluation.pra.ref_alphas: {pairs!r}; expected (model name, α) "
+                       "pairs, e.g. (('retrain', 1.0),).")
+    for where, alpha in (("ref_alpha", self.ref_alpha), *(("ref_alphas", a) for _, a in pairs)):
+      if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"config.evaluation.pra.{where}: α = {alpha} not in [0, 1].")
+
+
+def reference_alpha(settings: PRASettings, name: str | None) -> float:
+  """The reference setting's α for the model called ``name`` (``ref_alphas``, else
+  ``ref_alpha``).
+
+  >>> reference_alpha(PRASettings(), "retrain"), reference_alpha(PRASettings(), "ft")
+  (1.0, 0.8)
+  """
+  return float(dict(settings.ref_alphas).get(name, settings.ref_alpha))
+
+
+def strongest_at(setting: dict | None) -> str | None:
+  """The strongest setting in words, e.g. "α=0.60 K=5 cos" (None for no setting).
+
+  >>> strongest_at({"alpha": 0.6, "shots": 5, "mode": "l2"})
+  'α=0.60 K=5 L2'
+  """
+  if setting is None:
+    return None
+  return f"α={setting['alpha']:.2f} K={setting['shots']} {RULE_NAMES[setting['mode']]}"
 
 
 def pra_curve(settings: list[dict], shots: int) -> dict[str, list[list[float]]]:
@@ -269,15 +343,41 @@ def pra_curve(settings: list[dict], shots: int) -> dict[str, list[list[float]]]:
   return {mode: [list(p) for p in sorted(points)] for mode, points in curve.items()}
 
 
+def _find(settings: list[dict], shots: int, alpha: float) -> dict | None:
+  """The grid's (D_f, K = ``shots``, cosine, α) entry, if the grid has it."""
+  for s in settings:
+    if (s["source"], s["shots"], s["mode"]) == ("forget", shots, "cosine") and abs(
+        s["alpha"] - alpha) < 1e-6:
+      return s
+  return None
+
+
 def _evaluate(model: Model, params, model_state, context, settings: PRASettings, *,
-              seed: int) -> tuple[dict, dict]:
-  """"PRA/forget": Acc(D_f) after the strongest edit (None if none qualifies); details "pra"."""
-  pra = prototypical_relearning(model, params, model_state, context.splits, seed=seed,
-                                shots=tuple(settings.shots), num_draws=settings.num_draws)
+              seed: int, name: str | None = None) -> tuple[dict, dict]:
+  """"PRA/forget": Acc(D_f) after the strongest edit (None if none qualifies) and the setting
+  it used ("PRA/strongest_alpha", "_shots", "_l2" = 1.0 for the L2 rule, "_at" in words);
+  "PRA/ref": Acc(D_f) at the reference setting for model ``name`` (its "PRA/ref_alpha" and
+  "PRA/ref_kept_drop"); details "pra"."""
+  splits = context.splits
+  sets = _feature_sets(model, params, model_state, splits)
+  pra = pra_grid(params, sets, splits.forget_classes, seed=seed, shots=tuple(settings.shots),
+                 num_draws=settings.num_draws)
+  alpha = reference_alpha(settings, name)
+  ref = _find(pra["settings"], settings.ref_shots, alpha)
+  if ref is None:  # K or α off the grid: the same draws, one more (small) program
+    ref = pra_reference(params, sets, splits.forget_classes, seed=seed, alpha=alpha,
+                        shots=settings.ref_shots, num_draws=settings.num_draws)
   strongest = pra["strongest"]
-  return ({"PRA/forget": strongest["forget"] if strongest else None},
-          {"pra": {"strongest": strongest, "base": pra["base"],
-                   "curve": pra_curve(pra["settings"], settings.curve_shots)}})
+  found = strongest is not None
+  metrics = {"PRA/forget": strongest["forget"] if found else None,
+             "PRA/strongest_alpha": strongest["alpha"] if found else None,
+             "PRA/strongest_shots": strongest["shots"] if found else None,
+             "PRA/strongest_l2": float(strongest["mode"] == "l2") if found else None,
+             "PRA/strongest_at": strongest_at(strongest),
+             "PRA/ref": ref["forget"], "PRA/ref_alpha": alpha,
+             "PRA/ref_kept_drop": ref["kept_drop"]}
+  return (metrics, {"pra": {"strongest": strongest, "reference": ref, "base": pra["base"],
+                            "curve": pra_curve(pra["settings"], settings.curve_shots)}})
 
 
 def plot_pra(models: dict, path, plt) -> None:
@@ -303,10 +403,13 @@ def plot_pra(models: dict, path, plt) -> None:
 
 
 METRIC = registry.register(registry.Metric(
-    "pra", _evaluate, PRASettings, columns=(("PRA forget", "PRA/forget", ".1f"),),
-    needs=("classes",), plot=("pra_alpha.png", plot_pra)))
+    "pra", _evaluate, PRASettings,
+    columns=(("PRA strongest", "PRA/forget", ".1f"), ("PRA strongest at", "PRA/strongest_at", "s"),
+             ("PRA ref.", "PRA/ref", ".1f"), ("PRA ref. kept drop", "PRA/ref_kept_drop", ".1f")),
+    needs=("classes",), plot=("pra_alpha.png", plot_pra), named=True))
 
 
-__all__ = ["ALPHAS", "METRIC", "MODES", "PRASettings", "SHOTS", "edit_head", "final_layer",
-           "plot_pra", "pra_curve", "pra_grid", "prototype", "prototypical_relearning",
-           "rule_targets"]
+__all__ = ["ALPHAS", "METRIC", "MODES", "PRASettings", "REF_ALPHA", "REF_ALPHAS", "REF_SHOTS",
+           "SHOTS", "edit_head", "final_layer", "plot_pra", "pra_curve", "pra_grid",
+           "pra_reference", "prototype", "prototypical_relearning", "reference_alpha",
+           "rule_targets", "strongest_at"]

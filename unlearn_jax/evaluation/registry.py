@@ -63,6 +63,8 @@ class Metric:
     prepare: ``(model, original, splits, retrains, settings, *, seed) -> value`` computed once
       per experiment and read by ``evaluate`` as ``context.shared[name]``.
     plot: ``(file name, fn(models, path, plt))`` drawn by the report from the results' models.
+    named: ``evaluate`` also takes ``name=`` (the model's name: "original", "retrain", a
+      method, or None), for a metric whose setting depends on the model (PRA's reference α).
   """
 
   name: str
@@ -73,6 +75,7 @@ class Metric:
   switch: bool = False
   prepare: Callable[..., Any] | None = None
   plot: tuple[str, Callable[..., None]] | None = None
+  named: bool = False
 
 
 _METRICS: dict[str, Metric] = {}

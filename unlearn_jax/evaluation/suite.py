@@ -115,8 +115,9 @@ def evaluate_model(model: Model, params, model_state, context: Context, *,
           if settings[m.name].enabled and _met(m, splits, context.original, context.retrains)
           and name in getattr(settings[m.name], "models", (name,))]
   for metric in _bar(todo, f"evaluating {name or 'the model'}", progress):
+    named = {"name": name} if metric.named else {}
     values, more = metric.evaluate(model, params, model_state, context, settings[metric.name],
-                                   seed=seed)
+                                   seed=seed, **named)
     metrics |= values
     details |= more
   if context.retrain_metrics is not None and "MIA" in metrics:

@@ -1,0 +1,137 @@
+"""The claims' checks on synthetic summaries: "holds" only in every trial, the conditions they
+name, the reference-PRA explanation, and a page that invents no number."""
+
+import pytest
+
+from unlearn_jax import claims
+
+CLASSES = ([0], [3], [7])
+
+
+def _summary(models, *, classes=CLASSES, data="fashion_mnist", floor=None, reads=None):
+  n = len(classes)
+  reads = reads or {}
+  return {"schema": 1, "experiment": "synthetic", "kind": "protocol",
+          "config": {"data": {"name": data}, "model": {"name": "small_cnn"}},
+          "seeds": list(range(n)), "forget_classes": [list(c) for c in classes],
+          "models": {name: {"metrics": {k: list(v) for k, v in metrics.items()},
+                            "reads": reads.get(name), "hparams": None}
+                     for name, metrics in models.items()},
+          "noise_floor": floor or [None] * n}
+
+
+def _ou(spotter, ga, retrain=(0.05, 0.05, 0.05)):
+  return _summary({"original": {"OU/pgd": [0.3] * 3}, "retrain": {"OU/pgd": list(retrain)},
+                   "ga": {"OU/pgd": list(ga)}, "spotter": {"OU/pgd": list(spotter)}})
+
+
+def test_ou_holds_only_when_far_below_in_every_trial():
+  assert claims.check_ou(_ou((0.004, 0.005, 0.006), (0.03, 0.04, 0.02))).verdict == "holds"
+  two_of_three = claims.check_ou(_ou((0.004, 0.005, 0.03), (0.03, 0.04, 0.02)))
+  assert two_of_three.verdict.startswith("fails in 1 of 3 trials; holds only for forget "
+                                         "classes 0, 3 (fails on 7)")
+  lowest = claims.check_ou(_ou((0.004, 0.005, 0.015), (0.03, 0.04, 0.02)))
+  assert lowest.verdict.startswith("holds only as 'the lowest', not 'far below'")
+  labels = [label for label, _, _ in lowest.numbers]
+  assert "lowest other OU PGD (ga / ga / ga)" in labels  # the original is not a baseline
+  assert claims.check_ou(_ou((0.04, 0.05, 0.03), (0.03, 0.04, 0.02))).verdict == "fails"
+
+
+def test_a_missing_measurement_does_not_hold():
+  finding = claims.check_ou(_ou((0.004, None, 0.006), (0.03, 0.04, 0.02)))
+  assert finding.verdict != "holds" and "fails on 3" in finding.verdict
+
+
+def _pra(spotter_ref, spotter_strongest, retrain_ref, retrain_strongest, original_ref=(80.0,) * 3,
+         data="fashion_mnist"):
+  at = ["α=0.60 K=5 cos"] * 3
+  return _summary({
+      "original": {"PRA/ref": list(original_ref), "PRA/forget": [99.0] * 3},
+      "retrain": {"PRA/ref": list(retrain_ref), "PRA/forget": list(retrain_strongest)},
+      "spotter": {"PRA/ref": list(spotter_ref), "PRA/forget": list(spotter_strongest),
+                  "PRA/ref_alpha": [0.8] * 3, "PRA/strongest_at": at}}, data=data)
+
+
+def test_pra_at_both_settings_and_whether_the_attack_or_the_model_explains_it():
+  attack = claims.check_pra(_pra((2.0, 3.0, 4.0), (85.0, 80.0, 90.0), (60.0, 40.0, 50.0),
+                                 (62.0, 45.0, 52.0)))
+  assert attack.verdict == ("holds only at the reference setting (cosine, K = 5, α = 0.80); "
+                            "fails against the strongest attack in 3 of 3 trials")
+  assert "comes from the attack" in attack.note and "2.0 %" in attack.note
+  assert "(reference 2.4 %)" in attack.note and "α=0.60 K=5 cos" in attack.note
+  model = claims.check_pra(_pra((70.0, 3.0, 4.0), (85.0, 80.0, 90.0), (60.0, 40.0, 50.0),
+                                (62.0, 45.0, 52.0)))
+  assert "comes from the model" in model.note and model.verdict.startswith("fails")
+  held = claims.check_pra(_pra((2.0, 3.0, 4.0), (20.0, 20.0, 20.0), (60.0,) * 3, (62.0,) * 3))
+  assert held.verdict == "holds" and "No difference to explain" in held.note
+  digits = claims.check_pra(_pra((2.0,) * 3, (20.0,) * 3, (60.0,) * 3, (62.0,) * 3,
+                                 data="digits"))
+  assert digits.note == ""  # the reference's numbers are for Fashion-MNIST class 0
+
+
+def test_recovery_holds_in_two_of_three_is_not_holds():
+  s = _summary({"retrain": {"FM/forget": [40.0, 20.0, 60.0], "HR/forget": [40.0, 20.0, 60.0]},
+                "opc": {"FM/forget": [0.1, 30.0, 0.0], "HR/forget": [0.1, 30.0, 0.0]}})
+  finding = claims.check_recovery(s)
+  assert finding.verdict == ("fails in 1 of 3 trials; holds only for forget classes 0, 7 "
+                             "(fails on 3)")
+  assert [label for label, _, _ in finding.numbers] == ["OPC FM", "Retrain FM", "OPC HR",
+                                                        "Retrain HR"]
+
+
+def test_inversion_collapse_and_no_retain_data():
+  s = _summary({"original": {"inversion/psnr": [18.0] * 3, "norm/forget": [10.0] * 3},
+                "retrain": {"inversion/psnr": [22.0] * 3, "UA": [100.0] * 3, "TA": [91.0] * 3},
+                "spotter": {"inversion/psnr": [19.0] * 3, "UA": [100.0, 100.0, 94.0],
+                            "TA": [90.0, 89.0, 90.5]},
+                "opc": {"inversion/psnr": [9.0, 9.5, 18.5], "norm/forget": [1e-4, 2e-4, 0.5],
+                        "CKA/retrain/forget": [0.02] * 3}},
+               reads={"spotter": ["forget"]})
+  assert claims.check_inversion(s).verdict.endswith("(fails on 7)")
+  assert claims.check_collapse(s).verdict.endswith("(fails on 7)")
+  assert claims.check_no_retain(s).verdict.endswith("(fails on 7)")  # UA 94 < 95
+  s["models"]["spotter"]["reads"] = ["forget", "retain"]
+  assert claims.check_no_retain(s).verdict == "fails"
+
+
+def test_residuals_against_retrains_noise_floor():
+  floor = [{"forget/rc/procrustes/mean": 0.28, "forget/rc/procrustes/std": 0.005}] * 3
+  s = _summary({"original": {"UA": [0.0] * 3, "RC/forget": [0.5] * 3},
+                "retrain": {"UA": [100.0] * 3, "RC/forget": [0.0] * 3},
+                "ga": {"UA": [97.0] * 3, "RC/forget": [0.31, 0.33, 0.30]},
+                "opc": {"UA": [100.0] * 3, "RC/forget": [0.9, 0.2, 0.9]},
+                "bad": {"UA": [50.0] * 3, "RC/forget": [0.9] * 3}}, floor=floor)
+  finding = claims.check_residuals(s)
+  assert finding.verdict == "holds" and finding.note == "Above the floor in every trial: ga."
+  assert finding.numbers[1][1] == [1.0, 0.5, 1.0]  # the share among output-forgetting methods
+  without = claims.check_residuals(_summary({"ga": {"UA": [97.0] * 3, "RC/forget": [0.9] * 3}}))
+  assert without.verdict == "fails"  # no noise floor recorded: nothing to measure against
+
+
+def test_plug_and_play_needs_pairs():
+  assert claims.check_plug_and_play(_summary({"ft": {}})).verdict.startswith("not checkable")
+  s = _summary({"ft": {"OU/pgd": [0.04] * 3, "UA": [100.0] * 3},
+                "spotter_plus_ft": {"OU/pgd": [0.01, 0.01, 0.05], "UA": [100.0] * 3}})
+  assert claims.check_plug_and_play(s).verdict.endswith("(fails on 7)")
+
+
+def test_page_says_not_run_yet_and_invents_no_number():
+  page = claims.render_claims({})
+  for claim in claims.CLAIMS:
+    for name in claim.experiments:
+      assert f"not run yet (needs results/{name}.json)" in page
+  rows = [line for line in page.splitlines() if "not run yet" in line]
+  assert rows and all("| — | — | not run yet" in line and line.endswith("| — |") for line in rows)
+  s = _pra((2.0, 3.0, 4.0), (85.0, 80.0, 90.0), (60.0, 40.0, 50.0), (62.0, 45.0, 52.0))
+  page = claims.render_claims({"fashion_mnist_class": s})
+  row = next(line for line in page.splitlines() if line.startswith("| PRA defeated")
+             and "fashion_mnist_class" in line)
+  assert "Spotter PRA ref.: 3.0 ± 0.8" in row and "holds only at the reference setting" in row
+  assert "n = 3 trials" in row and "[results/fashion_mnist_class.json]" in row
+  assert "comes from the attack" in page
+
+
+@pytest.mark.parametrize("classes, bar", [(CLASSES, False), (([0],), True)])
+def test_setting_names_the_bar_of_three_classes(classes, bar):
+  text = claims.setting(_summary({}, classes=classes))
+  assert ("below the bar of 3 forget classes" in text) == bar
