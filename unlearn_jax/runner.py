@@ -292,7 +292,7 @@ def run_experiment(config: ml_collections.ConfigDict) -> dict:
   results = {"config": config.to_dict(), "seed": seed, "hardware": hardware(),
              "versions": versions(),
              "splits": {s: len(getattr(splits, s)) for s in (*suite.SETS, "calibration")},
-             "forget_classes": list(splits.forget_classes), "columns": report.columns(),
+             "forget_classes": list(splits.forget_classes), "columns": report.columns(ev),
              "models": {}}
 
   def evaluate(name, params_state, seconds, info):

@@ -63,6 +63,7 @@ class Metric:
     prepare: ``(model, original, splits, retrains, settings, *, seed) -> value`` computed once
       per experiment and read by ``evaluate`` as ``context.shared[name]``.
     plot: ``(file name, fn(models, path, plt))`` drawn by the report from the results' models.
+    more_columns: ``settings -> columns`` that only some settings add (OU@ε's further modes).
   """
 
   name: str
@@ -73,6 +74,7 @@ class Metric:
   switch: bool = False
   prepare: Callable[..., Any] | None = None
   plot: tuple[str, Callable[..., None]] | None = None
+  more_columns: Callable[[Settings], tuple[tuple[str, str, str], ...]] | None = None
 
 
 _METRICS: dict[str, Metric] = {}
@@ -165,9 +167,16 @@ def resolve(evaluation: Mapping[str, Any]) -> dict[str, Settings]:
   return out
 
 
-def columns() -> tuple[tuple[str, str, str], ...]:
-  """The table columns of every registered metric, in registry order."""
-  return tuple(c for m in metrics() for c in m.columns)
+def columns(settings: Mapping[str, Settings] | None = None) -> tuple[tuple[str, str, str], ...]:
+  """The table columns of every registered metric, in registry order; with ``settings`` (name →
+  :class:`Settings`) each enabled metric's ``more_columns`` follow its own."""
+  out = []
+  for m in metrics():
+    out += m.columns
+    s = (settings or {}).get(m.name)
+    if m.more_columns and s is not None and s.enabled:
+      out += m.more_columns(s)
+  return tuple(out)
 
 
 __all__ = ["BUILTIN", "NEEDS", "Metric", "Settings", "columns", "defaults", "metrics", "register",
