@@ -5,9 +5,16 @@ For each forgotten class c the attacker averages the unlearned features of K sho
 the mean to the prototype p̂_c and blends a prototype classifier into column c of the head. The
 grid runner sweeps K, shot draws, α and both target rules with one compiled program, called once
 per (source, K): features are computed once, every edit and accuracy is linear algebra on them.
+
+Two numbers explain a fixed-α result (docs/math.md §2.4): the cosine edit writes a unit-norm
+column, so at a fixed α its effect depends on the norms of the head's columns
+(:func:`head_column_norms`; rescaling the head changes no prediction but moves the fixed-α attack),
+and on how concentrated the forget features are (:func:`same_class_cosine`, Spotter's L_disp over
+all of D_f).
 """
 
 import dataclasses
+import functools
 from collections.abc import Mapping, Sequence
 
 import jax
@@ -43,6 +50,53 @@ def prototype(shot_features: jax.Array) -> jax.Array:
   Array([1., 0.], dtype=float32)
   """
   return safe_normalize(jnp.mean(shot_features, axis=-2))
+
+
+def head_column_norms(params, forget_classes: Sequence[int]) -> dict[str, float]:
+  """‖W[:, c]‖₂ of the head's class columns: {"forget": mean over 𝒞_f, "kept": mean over the
+  other classes}; with the prototype's unit norm they set how far a fixed-α edit moves s_c.
+
+  Raises:
+    ValueError: no ``head``, or class ids outside 0..C−1.
+  """
+  kernel, _ = final_layer(params)
+  norms = np.linalg.norm(np.asarray(kernel, np.float64), axis=0)
+  forget = np.zeros(len(norms), bool)
+  classes = np.asarray(tuple(forget_classes), np.int64)
+  if np.any((classes < 0) | (classes >= len(norms))):
+    raise ValueError(f"forget_classes: {tuple(classes.tolist())} has ids outside "
+                     f"0..{len(norms) - 1}.")
+  forget[classes] = True
+  return {"forget": float(norms[forget].mean()) if forget.any() else float("nan"),
+          "kept": float(norms[~forget].mean()) if (~forget).any() else float("nan")}
+
+
+@functools.partial(jax.jit, static_argnames="num_classes")
+def same_class_cosine(features: jax.Array, labels: jax.Array, *, num_classes: int) -> jax.Array:
+  """Mean cos(z_i, z_j) over ordered same-class pairs i ≠ j: Spotter's L_disp (math.md §2.3) of a
+  whole set, without its n×n Gram matrix.
+
+  Per class c with unit rows ẑ_i (ε-guarded, so a zero row counts as cosine 0):
+  Σ_{i≠j} cos = ‖Σ_i ẑ_i‖² − Σ_i ‖ẑ_i‖², over n_c(n_c − 1) pairs; classes are pooled as sums over
+  counts. 1 for identical features, 0 for an orthonormal set.
+
+  Args:
+    features: Z [n, d]. labels: int [n]. num_classes: C.
+
+  Returns:
+    A scalar; 0 when no class has two examples.
+
+  >>> same_class_cosine(jnp.array([[1.0, 0.0], [2.0, 0.0], [0.0, 1.0]]), jnp.array([0, 0, 1]),
+  ...                   num_classes=2).round(4)
+  Array(1., dtype=float32)
+  """
+  unit = safe_normalize(features)
+  sums = jax.ops.segment_sum(unit, labels, num_segments=num_classes)
+  squares = jax.ops.segment_sum(jnp.sum(unit * unit, axis=-1), labels, num_segments=num_classes)
+  counts = jax.ops.segment_sum(jnp.ones(labels.shape, unit.dtype), labels,
+                               num_segments=num_classes)
+  pairs = jnp.sum(counts * (counts - 1.0))
+  return jnp.sum(jnp.sum(sums * sums, axis=-1) - squares) / jnp.maximum(pairs, 1.0)
 
 
 def rule_targets(prototypes: jax.Array, l2) -> tuple[jax.Array, jax.Array]:
@@ -234,7 +288,9 @@ def prototypical_relearning(model: Model, params, model_state, splits: Splits, *
     **grid_options: shots, num_draws, alphas, modes, shot_sources, select_on, max_kept_drop.
 
   Returns:
-    :func:`pra_grid`'s dict; shot positions index ``splits.forget`` / ``splits.test_forget``.
+    :func:`pra_grid`'s dict (shot positions index ``splits.forget`` / ``splits.test_forget``)
+    and "geometry": θ_u's "head_norm_forget" and "head_norm_kept" (:func:`head_column_norms`)
+    and "forget_cosine" (:func:`same_class_cosine` of its D_f features).
 
   Raises:
     ValueError: as :func:`pra_grid`, or ``params`` without a ``head``.
@@ -247,16 +303,34 @@ def prototypical_relearning(model: Model, params, model_state, splits: Splits, *
           "test_retain": splits.test_retain}
   sets = {name: (model_outputs(model, params, model_state, d, batch_size=batch_size,
                                mesh=mesh)[0], d.labels) for name, d in data.items()}
-  return pra_grid(params, sets, splits.forget_classes, seed=seed, **grid_options)
+  result = pra_grid(params, sets, splits.forget_classes, seed=seed, **grid_options)
+  norms = head_column_norms(params, splits.forget_classes)
+  cosine = same_class_cosine(sets["forget"][0], sets["forget"][1], num_classes=model.num_classes)
+  geometry = {"head_norm_forget": norms["forget"], "head_norm_kept": norms["kept"],
+              "forget_cosine": float(cosine)}
+  return result | {"geometry": geometry}
 
 
 @dataclasses.dataclass(frozen=True)
 class PRASettings(registry.Settings):
-  """The PRA grid's ``shots`` K and ``num_draws`` per K; the report's α curve at ``curve_shots``."""
+  """The PRA grid's ``shots`` K and ``num_draws`` per K; the report's α curve at ``curve_shots``.
+
+  ``fixed_alphas``: also report the reference code's fixed setting, the cosine edit at each α
+  with ``curve_shots`` shots from D_f and no kept-class constraint ("PRA/alpha<α>/forget"; the α
+  join the grid). ``geometry``: show the head norms and the forget cosine as columns (the keys
+  "head/norm_forget", "head/norm_kept", "cos/forget" are always reported).
+  """
 
   shots: tuple[int, ...] = SHOTS
   num_draws: int = 5
   curve_shots: int = 5
+  fixed_alphas: tuple[float, ...] = ()
+  geometry: bool = False
+
+  def __post_init__(self):
+    if not all(0.0 <= a <= 1.0 for a in self.fixed_alphas):
+      raise ValueError(f"config.evaluation.pra.fixed_alphas: {tuple(self.fixed_alphas)}; each α "
+                       "must lie in [0, 1].")
 
 
 def pra_curve(settings: list[dict], shots: int) -> dict[str, list[list[float]]]:
@@ -269,15 +343,38 @@ def pra_curve(settings: list[dict], shots: int) -> dict[str, list[list[float]]]:
   return {mode: [list(p) for p in sorted(points)] for mode, points in curve.items()}
 
 
+def _fixed_key(alpha: float) -> str:
+  return f"PRA/alpha{alpha:g}/forget"
+
+
 def _evaluate(model: Model, params, model_state, context, settings: PRASettings, *,
               seed: int) -> tuple[dict, dict]:
-  """"PRA/forget": Acc(D_f) after the strongest edit (None if none qualifies); details "pra"."""
+  """"PRA/forget": Acc(D_f) after the strongest edit (None if none qualifies), the fixed-α
+  accuracies, the head norms and the forget cosine; details "pra"."""
+  alphas = tuple(sorted(set(ALPHAS) | {float(a) for a in settings.fixed_alphas}))
   pra = prototypical_relearning(model, params, model_state, context.splits, seed=seed,
-                                shots=tuple(settings.shots), num_draws=settings.num_draws)
+                                shots=tuple(settings.shots), num_draws=settings.num_draws,
+                                alphas=alphas)
   strongest = pra["strongest"]
-  return ({"PRA/forget": strongest["forget"] if strongest else None},
-          {"pra": {"strongest": strongest, "base": pra["base"],
-                   "curve": pra_curve(pra["settings"], settings.curve_shots)}})
+  fixed = {a: next((s for s in pra["settings"] if s["source"] == "forget" and s["mode"] == "cosine"
+                    and s["shots"] == settings.curve_shots and s["alpha"] == float(a)), None)
+           for a in settings.fixed_alphas}
+  geometry = pra["geometry"]
+  metrics = {"PRA/forget": strongest["forget"] if strongest else None,
+             **{_fixed_key(a): row["forget"] if row else None for a, row in fixed.items()},
+             "head/norm_forget": geometry["head_norm_forget"],
+             "head/norm_kept": geometry["head_norm_kept"], "cos/forget": geometry["forget_cosine"]}
+  return metrics, {"pra": {"strongest": strongest, "base": pra["base"], "geometry": geometry,
+                           "fixed": {f"{a:g}": row for a, row in fixed.items()},
+                           "curve": pra_curve(pra["settings"], settings.curve_shots)}}
+
+
+def _more_columns(settings: PRASettings) -> tuple[tuple[str, str, str], ...]:
+  """A column per fixed α, and the geometry columns."""
+  fixed = tuple((f"PRA α={a:g}", _fixed_key(a), ".1f") for a in settings.fixed_alphas)
+  geometry = (("‖w‖ forget", "head/norm_forget", ".3f"), ("‖w‖ kept", "head/norm_kept", ".3f"),
+              ("cos D_f", "cos/forget", ".3f"))
+  return fixed + (geometry if settings.geometry else ())
 
 
 def plot_pra(models: dict, path, plt) -> None:
@@ -304,9 +401,9 @@ def plot_pra(models: dict, path, plt) -> None:
 
 METRIC = registry.register(registry.Metric(
     "pra", _evaluate, PRASettings, columns=(("PRA forget", "PRA/forget", ".1f"),),
-    needs=("classes",), plot=("pra_alpha.png", plot_pra)))
+    needs=("classes",), plot=("pra_alpha.png", plot_pra), more_columns=_more_columns))
 
 
 __all__ = ["ALPHAS", "METRIC", "MODES", "PRASettings", "SHOTS", "edit_head", "final_layer",
-           "plot_pra", "pra_curve", "pra_grid", "prototype", "prototypical_relearning",
-           "rule_targets"]
+           "head_column_norms", "plot_pra", "pra_curve", "pra_grid", "prototype",
+           "prototypical_relearning", "rule_targets", "same_class_cosine"]
