@@ -12,7 +12,7 @@ from unlearn_jax.evaluation.prototypes import (
   ALPHAS,
   PRASettings,
   edit_head,
-  head_column_norms,
+  head_row_norms,
   pra_grid,
   prototype,
   prototypical_relearning,
@@ -187,7 +187,7 @@ def test_rescaled_head_predicts_the_same_but_moves_the_fixed_alpha_attack(digits
     np.testing.assert_array_equal(
         np.argmax(model_outputs(digits_model, params, state, data)[1], -1),
         np.argmax(model_outputs(digits_model, scaled, state, data)[1], -1))
-  norms, scaled_norms = (head_column_norms(p, (0,)) for p in (params, scaled))
+  norms, scaled_norms = (head_row_norms(p, (0,)) for p in (params, scaled))
   np.testing.assert_allclose(scaled_norms["forget"], 10 * norms["forget"], rtol=1e-5)
   np.testing.assert_allclose(scaled_norms["kept"], 10 * norms["kept"], rtol=1e-5)
 

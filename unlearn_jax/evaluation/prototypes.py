@@ -7,8 +7,8 @@ grid runner sweeps K, shot draws, α and both target rules with one compiled pro
 per (source, K): features are computed once, every edit and accuracy is linear algebra on them.
 
 Two numbers explain a fixed-α result (docs/math.md §2.4): the cosine edit writes a unit-norm
-column, so at a fixed α its effect depends on the norms of the head's columns
-(:func:`head_column_norms`; rescaling the head changes no prediction but moves the fixed-α attack),
+row W[:, c], so at a fixed α its effect depends on the norms of the head's rows
+(:func:`head_row_norms`; rescaling the head changes no prediction but moves the fixed-α attack),
 and on how concentrated the forget features are (:func:`same_class_cosine`, Spotter's L_disp over
 all of D_f).
 """
@@ -52,8 +52,8 @@ def prototype(shot_features: jax.Array) -> jax.Array:
   return safe_normalize(jnp.mean(shot_features, axis=-2))
 
 
-def head_column_norms(params, forget_classes: Sequence[int]) -> dict[str, float]:
-  """‖W[:, c]‖₂ of the head's class columns: {"forget": mean over 𝒞_f, "kept": mean over the
+def head_row_norms(params, forget_classes: Sequence[int]) -> dict[str, float]:
+  """‖W[:, c]‖₂ of the head's class rows: {"forget": mean over 𝒞_f, "kept": mean over the
   other classes}; with the prototype's unit norm they set how far a fixed-α edit moves s_c.
 
   Raises:
@@ -289,7 +289,7 @@ def prototypical_relearning(model: Model, params, model_state, splits: Splits, *
 
   Returns:
     :func:`pra_grid`'s dict (shot positions index ``splits.forget`` / ``splits.test_forget``)
-    and "geometry": θ_u's "head_norm_forget" and "head_norm_kept" (:func:`head_column_norms`)
+    and "geometry": θ_u's "head_norm_forget" and "head_norm_kept" (:func:`head_row_norms`)
     and "forget_cosine" (:func:`same_class_cosine` of its D_f features).
 
   Raises:
@@ -304,7 +304,7 @@ def prototypical_relearning(model: Model, params, model_state, splits: Splits, *
   sets = {name: (model_outputs(model, params, model_state, d, batch_size=batch_size,
                                mesh=mesh)[0], d.labels) for name, d in data.items()}
   result = pra_grid(params, sets, splits.forget_classes, seed=seed, **grid_options)
-  norms = head_column_norms(params, splits.forget_classes)
+  norms = head_row_norms(params, splits.forget_classes)
   cosine = same_class_cosine(sets["forget"][0], sets["forget"][1], num_classes=model.num_classes)
   geometry = {"head_norm_forget": norms["forget"], "head_norm_kept": norms["kept"],
               "forget_cosine": float(cosine)}
@@ -405,5 +405,5 @@ METRIC = registry.register(registry.Metric(
 
 
 __all__ = ["ALPHAS", "METRIC", "MODES", "PRASettings", "SHOTS", "edit_head", "final_layer",
-           "head_column_norms", "plot_pra", "pra_curve", "pra_grid", "prototype",
+           "head_row_norms", "plot_pra", "pra_curve", "pra_grid", "prototype",
            "prototypical_relearning", "rule_targets", "same_class_cosine"]
