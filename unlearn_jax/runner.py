@@ -28,7 +28,7 @@ from unlearn_jax.data.splits import ForgetSpec, make_splits
 from unlearn_jax.evaluation import registry, suite
 from unlearn_jax.methods import METHODS, Original, get_method
 from unlearn_jax.models import MODEL_NAMES, make_model
-from unlearn_jax.optim import Recipe
+from unlearn_jax.optim import Recipe, recipe_key
 from unlearn_jax.training import sharding
 from unlearn_jax.training.classifier import train_classifier, train_classifiers
 from unlearn_jax.training.state import create_train_state
@@ -47,6 +47,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if config.model.name not in MODEL_NAMES:
     raise ValueError(f"config.model.name: unknown model {config.model.name!r}; known: "
                      f"{', '.join(MODEL_NAMES)}.")
+  try:
+    _recipe(config.original)
+  except ValueError as e:
+    raise ValueError(f"config.original.{e}") from None
   for name in config.methods:
     get_method(name, "config.methods")
   for name, overrides in config.hparams.items():
@@ -98,7 +102,7 @@ def versions() -> dict:
 
 def _recipe(c: ml_collections.ConfigDict) -> Recipe:
   return Recipe(c.optimizer, c.learning_rate, c.momentum, c.weight_decay, c.epochs, c.batch_size,
-                tuple(tuple(d) for d in c.decay), c.augment)
+                tuple(tuple(d) for d in c.decay), c.augment, c.schedule)
 
 
 def _spec(c: ml_collections.ConfigDict) -> ForgetSpec:
@@ -141,7 +145,7 @@ class Experiment:
     self.mesh = sharding.make_mesh(config.num_devices or None)
     self.root = pathlib.Path(config.cache_dir).absolute()
     self.base_key = {"data": d.to_dict(), "model": config.model.to_dict(),
-                     "recipe": config.original.to_dict()}
+                     "recipe": recipe_key(config.original.to_dict())}
 
   def _abstract(self, seeds):
     tx = _recipe(self.config.original).make_tx(1)
