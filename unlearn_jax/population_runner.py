@@ -51,8 +51,9 @@ PROTOCOLS = ("challenge", "ulira")
 
 
 def _recipe(c: ml_collections.ConfigDict) -> Recipe:
+  # A config recorded before ``schedule`` existed trained with the step schedule.
   return Recipe(c.optimizer, c.learning_rate, c.momentum, c.weight_decay, c.epochs, c.batch_size,
-                tuple(tuple(d) for d in c.decay), c.augment, c.schedule)
+                tuple(tuple(d) for d in c.decay), c.augment, c.get("schedule", "step"))
 
 
 def _hparams(config, name: str) -> HParams:

@@ -101,8 +101,9 @@ def versions() -> dict:
 
 
 def _recipe(c: ml_collections.ConfigDict) -> Recipe:
+  # A config recorded before ``schedule`` existed trained with the step schedule.
   return Recipe(c.optimizer, c.learning_rate, c.momentum, c.weight_decay, c.epochs, c.batch_size,
-                tuple(tuple(d) for d in c.decay), c.augment, c.schedule)
+                tuple(tuple(d) for d in c.decay), c.augment, c.get("schedule", "step"))
 
 
 def _spec(c: ml_collections.ConfigDict) -> ForgetSpec:
