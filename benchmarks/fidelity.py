@@ -8,8 +8,8 @@ CNN, one original per recipe (the project's 3 epochs of Adam and the reference c
 - the head's row norms and the mean same-class cosine of θ_o's D_f features.
 
 No unlearning is run, so every number is a property of the original. Run:
-``python benchmarks/fidelity.py [--recipes adam,reference]`` (about 8 minutes on 2 CPU cores,
-most of it training the two originals; needs the Fashion-MNIST IDX files).
+``python benchmarks/fidelity.py [--recipes adam,reference]`` (about 12 minutes on 2 shared CPU
+cores, most of it training the two originals; needs the Fashion-MNIST IDX files).
 """
 
 import os
