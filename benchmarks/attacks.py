@@ -96,8 +96,8 @@ def main() -> None:
 
   runs = [timed(recovery_attack, model, params, model_state, splits,
                 original=(params, model_state)) for _ in range(2)]
-  print(f"recovery FM + HR + HeadSwap: first call {runs[0][1]:.2f} s, warm {runs[1][1]:.3f} s "
-        f"(cpu {runs[1][2]:.3f} s)")
+  print(f"recovery FM + HR + HR with labels + HeadSwap: first call {runs[0][1]:.2f} s, "
+        f"warm {runs[1][1]:.3f} s (cpu {runs[1][2]:.3f} s)")
 
   config = InversionConfig(iterations=args.iterations, restarts=args.restarts,
                            learning_rate=0.1)

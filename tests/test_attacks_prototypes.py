@@ -6,14 +6,19 @@ import numpy as np
 import pytest
 
 from unlearn_jax.data.splits import ForgetSpec, make_splits
-from unlearn_jax.evaluation import prototypes
+from unlearn_jax.evaluation import prototypes, registry, suite
+from unlearn_jax.evaluation.outputs import model_outputs
 from unlearn_jax.evaluation.prototypes import (
   ALPHAS,
+  PRASettings,
   edit_head,
+  head_row_norms,
   pra_grid,
   prototype,
   prototypical_relearning,
+  same_class_cosine,
 )
+from unlearn_jax.objectives.losses import dispersion
 
 
 @pytest.fixture(scope="module")
@@ -154,6 +159,67 @@ def test_pra_recovers_gradient_ascent_on_digits(digits_model, class0, ga_unlearn
   assert best["kept_drop"] <= 1.0
   assert set(result["strongest_by_shots"]) == {"forget/1", "forget/5", "test_forget/1",
                                                "test_forget/5"}
+
+
+def test_same_class_cosine_is_the_dispersion_of_the_whole_set():
+  z = jax.random.normal(jax.random.key(8), (30, 6))
+  labels = jnp.asarray(np.arange(30) % 3, jnp.int32)
+  z = z.at[4].set(0.0)  # a zero row: cosine 0 with everything, its pairs still counted
+  np.testing.assert_allclose(same_class_cosine(z, labels, num_classes=4), dispersion(z, labels),
+                             rtol=1e-5, atol=1e-6)
+  same = jnp.ones((5, 3))
+  np.testing.assert_allclose(same_class_cosine(same, jnp.zeros(5, jnp.int32), num_classes=1), 1.0,
+                             rtol=1e-6)
+  np.testing.assert_allclose(same_class_cosine(jnp.eye(4), jnp.zeros(4, jnp.int32),
+                                               num_classes=2), 0.0, atol=1e-7)
+  assert float(same_class_cosine(jnp.eye(2), jnp.array([0, 1]), num_classes=2)) == 0.0
+
+
+def test_rescaled_head_predicts_the_same_but_moves_the_fixed_alpha_attack(digits_model, class0,
+                                                                           ga_unlearned):
+  """W, b → 10 W, 10 b changes no prediction, but the cosine edit still writes a unit column: at the
+  reference's fixed α = 0.8 the attack falls (measured on GA-digits: 100 % → 12.7 %), and the head
+  norms show why."""
+  params, state = ga_unlearned
+  scaled = {**params, "head": {"kernel": 10.0 * np.asarray(params["head"]["kernel"]),
+                               "bias": 10.0 * np.asarray(params["head"]["bias"])}}
+  for data in (class0.forget, class0.test_retain):
+    np.testing.assert_array_equal(
+        np.argmax(model_outputs(digits_model, params, state, data)[1], -1),
+        np.argmax(model_outputs(digits_model, scaled, state, data)[1], -1))
+  norms, scaled_norms = (head_row_norms(p, (0,)) for p in (params, scaled))
+  np.testing.assert_allclose(scaled_norms["forget"], 10 * norms["forget"], rtol=1e-5)
+  np.testing.assert_allclose(scaled_norms["kept"], 10 * norms["kept"], rtol=1e-5)
+
+  def fixed(p):
+    result = prototypical_relearning(digits_model, p, state, class0, seed=0, shots=(5,),
+                                     modes=("cosine",), alphas=(0.8,))
+    return result["settings"][0]["forget"], result["geometry"]
+
+  before, geometry = fixed(params)
+  after, scaled_geometry = fixed(scaled)
+  print(f"\nGA-digits, cosine PRA at α = 0.8, 5 shots: {before:.1f} % → {after:.1f} % with the "
+        f"head ×10 (‖w‖ forget {norms['forget']:.2f} → {scaled_norms['forget']:.2f}); mean "
+        f"forget cosine {geometry['forget_cosine']:.3f}")
+  assert before >= 90.0 and after <= 50.0
+  assert geometry["forget_cosine"] == scaled_geometry["forget_cosine"]  # the features are alike
+  assert geometry["head_norm_forget"] == norms["forget"]
+
+
+def test_pra_metric_reports_the_geometry_and_its_columns(digits_model, digits_original, class0):
+  settings = registry.resolve({"pra": {"shots": [5], "num_draws": 2, "geometry": True}})["pra"]
+  metric = {m.name: m for m in registry.metrics()}["pra"]
+  context = suite.Context(class0, digits_original, (), {}, {}, {})
+  values, details = metric.evaluate(digits_model, *digits_original, context, settings, seed=0,
+                                    name="original")
+  assert {"head/norm_forget", "head/norm_kept", "cos/forget"} <= set(values)
+  assert values["head/norm_forget"] == details["pra"]["geometry"]["head_norm_forget"]
+  assert 0.5 < values["cos/forget"] <= 1.0  # θ_o's forget features are concentrated
+  keys = [key for _, key, _ in registry.columns({"pra": settings})]
+  assert keys[keys.index("PRA/ref_kept_drop") + 1:][:3] == [
+      "head/norm_forget", "head/norm_kept", "cos/forget"]
+  plain = [key for _, key, _ in registry.columns({"pra": PRASettings()})]
+  assert "head/norm_forget" not in plain
 
 
 def test_bad_inputs_name_the_field(digits, digits_model, digits_original, class0):

@@ -21,7 +21,14 @@ from unlearn_jax.training.loop import Hook
 
 ALL_CONFIGS = sorted(pathlib.Path(__file__).parents[1].joinpath("experiments").glob("*.py"))
 # Population experiments (a ``protocol`` field) have their own runner and tests (test_populations).
-EXPERIMENTS = [p for p in ALL_CONFIGS if "protocol" not in load_config(str(p))]
+# Variants (``path:arg``) that the config tests load as well.
+VARIANTS = ("fashion_mnist_class.py:reference",)
+EXPERIMENTS = ([str(p) for p in ALL_CONFIGS if "protocol" not in load_config(str(p))]
+               + [str(ALL_CONFIGS[0].parent / v) for v in VARIANTS])
+
+
+def _config_id(spec: str) -> str:
+  return pathlib.Path(spec).name.replace(".py", "")
 TIMING = {"seconds", "wall_seconds", "hardware", "versions"}
 
 
@@ -199,6 +206,13 @@ def test_killed_unlearning_resumes_bit_identical(tmp_path, digits_model, digits_
     (["--config.data.name='cifar11'"], r"config.data.name: unknown dataset 'cifar11'"),
     (["--config.forget.classes=(12,)"], r"forget.classes: class ids \[12\] out of range"),
     (["--config.seed=zero"], r"config.seed"),
+    (["--config.original.schedule='linear'"], r"config.original.schedule: 'linear'"),
+    (["--config.original.schedule='cosine'", "--config.original.decay=((2, 0.1),)"],
+     r"config.original.decay: .* with schedule 'cosine'"),
+    (["--config.evaluation.recovery.hr_target='softmax'"],
+     r"config.evaluation.recovery.hr_target: 'softmax'"),
+    (["--config.evaluation.ou.also=('nope',)"], r"config.evaluation.ou.also: 'nope'"),
+    (["--config.evaluation.pra.ref_alpha=2.0"], r"config.evaluation.pra.ref_alpha"),
 ])
 def test_bad_configs_fail_before_any_training(tmp_path, data_dir, monkeypatch, overrides,
                                               message):
@@ -235,9 +249,9 @@ def test_cli_xla_flags_default_to_all_cores_and_deterministic_gpu_kernels(monkey
   assert set(os.environ["XLA_FLAGS"].split()) == expected
 
 
-@pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", EXPERIMENTS, ids=_config_id)
 def test_every_experiment_config_validates(path):
-  config = load_config(str(path))
+  config = load_config(path)
   runner.validate(config)
   assert config.output_dir.startswith("runs/")
 
@@ -261,7 +275,7 @@ def _tiny_dataset(name):
                  (0.25,) * shape[2])
 
 
-@pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", EXPERIMENTS, ids=_config_id)
 def test_every_config_builds_its_first_steps_with_tiny_shapes(path, monkeypatch):
   """Data stand-ins of the config's shapes (10 images per class), ResNet-18 at width 1/16 and
   batch 8: the original's step and every method's first step are built and traced."""
@@ -271,7 +285,7 @@ def test_every_config_builds_its_first_steps_with_tiny_shapes(path, monkeypatch)
   from unlearn_jax.training.state import create_train_state
   from unlearn_jax.training.step import make_train_step
 
-  config = load_config(str(path))
+  config = load_config(path)
   tiny = _tiny_dataset(config.data.name)
   monkeypatch.setattr(runner.runs, "dataset_of", lambda *a, **k: tiny)
   options = {"width": 0.0625} if config.model.name == "resnet18" else {}

@@ -9,8 +9,12 @@ import pytest
 from unlearn_jax import perturbations
 from unlearn_jax.data.datasets import ArrayDataset
 from unlearn_jax.data.splits import ForgetSpec, make_splits
+from unlearn_jax.evaluation import registry, suite
+from unlearn_jax.evaluation.outputs import model_outputs
 from unlearn_jax.evaluation.over_unlearning import (
   EVAL_PGD,
+  PIXEL_REFERENCE_PGD,
+  OUSettings,
   forget_mask,
   ou_at_eps,
   ou_divergence,
@@ -140,11 +144,68 @@ def test_reference_compat_keeps_every_sample(digits_model, digits_original, spli
   assert {len(d) for d in ref.values()} == {len(splits.forget)}
 
 
+def test_reference_mode_steps_away_from_the_runner_up_in_pixel_space(digits_model,
+                                                                     digits_original, splits):
+  """The reference code's PGD on [0, 1] inputs ascends CE(runner-up): θ_o keeps the forget class
+  on its set, where our default (descent, toward the runner-up) flips it; both stay in the ε-ball
+  in pixel space and keep every example (no β filter)."""
+  forget, key = splits.forget, jax.random.key(7)
+
+  def perturb(mode, **kwargs):
+    x = perturbations.perturbed_set(digits_model, *digits_original, forget, key,
+                                    PerturbationConfig(kind="pgd", mode=mode, **kwargs))
+    logits = model_outputs(digits_model, *digits_original, x)[1]
+    kept = 100.0 * np.mean(np.argmax(logits, -1) == x.labels)
+    return x, kept, float(np.mean(perturbations.margin(logits, x.labels)))
+
+  clean = float(np.mean(perturbations.margin(
+      model_outputs(digits_model, *digits_original, forget)[1], forget.labels)))
+  # The OU@ε sets' own ε (8/255 and 0.03) move no digit across a boundary; the margins show the
+  # direction: the reference's grows, ours shrinks.
+  _, _, toward = perturb("targeted_boundary")
+  reference, _, away = perturb("reference", eps=PIXEL_REFERENCE_PGD.eps)
+  assert toward < clean < away
+  assert len(reference) == len(forget)
+  assert reference.images.min() >= 0.0 and reference.images.max() <= 1.0
+  assert np.abs(reference.images - forget.images).max() <= PIXEL_REFERENCE_PGD.eps + 1e-6
+  # A larger ball: measured 99.3 % of the reference's set stays class 0 against 9.2 % of ours.
+  _, kept_toward, _ = perturb("targeted_boundary", eps=0.2, step_size=0.1)
+  _, kept_away, _ = perturb("reference", eps=0.2, step_size=0.1)
+  print(f"\nθ_o keeps the forget class on {kept_away:.1f} % (reference) vs {kept_toward:.1f} % "
+        f"(targeted_boundary) of the PGD set at ε = 0.2")
+  assert kept_away >= 95.0 and kept_toward <= 50.0
+
+
+def test_ou_settings_report_every_mode_with_its_columns(digits_model, digits_original, splits):
+  settings = registry.resolve({"ou": {"also": ["reference", "reference_compat"]}})["ou"]
+  assert settings.mode == "targeted_boundary"
+  keys = [key for _, key, _ in registry.columns({"ou": settings})]
+  assert keys[keys.index("OU/gaussian") + 1:][:4] == [
+      "OU/reference/pgd", "OU/reference/gaussian", "OU/reference_compat/pgd",
+      "OU/reference_compat/gaussian"]
+  assert "OU/reference/pgd" not in [key for _, key, _ in registry.columns()]
+  with pytest.raises(ValueError, match=r"config.evaluation.ou.also: 'nope' is not a mode"):
+    registry.resolve({"ou": {"also": ["nope"]}})
+  with pytest.raises(ValueError, match=r"config.evaluation.ou.mode: 'x'"):
+    OUSettings(mode="x")
+  metric = {m.name: m for m in registry.metrics()}["ou"]
+  shared = metric.prepare(digits_model, digits_original, splits, (), settings, seed=0)
+  assert set(shared) == {"", "reference/", "reference_compat/"}
+  default = metric.prepare(digits_model, digits_original, splits, (), OUSettings(), seed=0)
+  np.testing.assert_array_equal(shared[""]["pgd"].images, default[""]["pgd"].images)
+  assert {len(d) for d in shared["reference/"].values()} == {len(splits.forget)}
+  context = suite.Context(splits, digits_original, (), {}, {}, {"ou": shared})
+  values, _ = metric.evaluate(digits_model, *digits_original, context, settings, seed=0)
+  assert set(values) == {f"OU/{p}{k}" for p in ("", "reference/", "reference_compat/")
+                         for k in ("pgd", "gaussian")}
+
+
 @pytest.mark.parametrize("kwargs, field", [
     ({"pgd": PerturbationConfig(kind="pgd", eps=-0.1)}, "perturbation.eps"),
     ({"gaussian": PerturbationConfig(kind="gaussian", sigma=-1.0)}, "perturbation.sigma"),
     ({"pgd": PerturbationConfig(kind="gaussian")}, "pgd"),
     ({"gaussian": PerturbationConfig(kind="pgd", beta_quantile=1.5)}, "gaussian"),
+    ({"mode": "nope"}, "mode"),
 ])
 def test_bad_set_configs_name_the_field(digits_model, digits_original, splits, kwargs, field):
   with pytest.raises(ValueError, match=field):

@@ -52,8 +52,8 @@ def test_defaults_keep_todays_schema_and_table_order():
   assert [key for _, key, _ in columns()] == [
       "UA", "RA", "TA", "acc/test_forget", "MIA", "gap", "OU/pgd", "OU/gaussian", "PRA/forget",
       "PRA/strongest_at", "PRA/ref", "PRA/ref_kept_drop",
-      "FM/forget", "HR/forget", "inversion/psnr", "CKA/retrain/forget", "CKA/retrain/retain",
-      "seconds"]
+      "FM/forget", "HR/forget", "HR_labels/forget", "inversion/psnr", "CKA/retrain/forget",
+      "CKA/retrain/retain", "seconds"]
 
 
 def test_resolve_gives_plain_typed_settings_and_names_bad_keys():

@@ -19,7 +19,7 @@ from unlearn_jax.evaluation.outputs import accuracy
 from unlearn_jax.models import make_model
 from unlearn_jax.objectives import terms as T
 from unlearn_jax.objectives.classifier import WEIGHTS, classifier_objective
-from unlearn_jax.optim import Recipe, make_optimizer
+from unlearn_jax.optim import Recipe, make_optimizer, recipe_key
 from unlearn_jax.training import sharding
 from unlearn_jax.training.classifier import train_classifier, train_classifiers
 from unlearn_jax.training.execute import block_step
@@ -34,6 +34,38 @@ SHORT = Recipe(epochs=2, batch_size=64)
 def _max_diff(a, b) -> float:
   return max(float(np.max(np.abs(np.asarray(x) - np.asarray(y))))
              for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True))
+
+
+def test_cosine_recipe_anneals_once_per_epoch():
+  """SGD with schedule "cosine": every step of epoch e moves by η_e = η ½(1 + cos(π e / E)), as
+  PyTorch's CosineAnnealingLR(T_max=E) stepped per epoch; momentum and weight decay stay."""
+  recipe = Recipe(optimizer="sgd", learning_rate=0.05, epochs=5, batch_size=10, schedule="cosine")
+  tx = recipe.make_tx(95)  # 10 steps per epoch, the last one short
+  params = {"w": jnp.zeros(())}
+  state = tx.init(params)
+  steps = []
+  for _ in range(50):
+    updates, state = tx.update({"w": jnp.ones(())}, state, params)
+    steps.append(-float(updates["w"]))
+  expected = [0.05 * 0.5 * (1 + np.cos(np.pi * (k // 10) / 5)) for k in range(50)]
+  np.testing.assert_allclose(steps, expected, rtol=1e-6)
+  assert steps[0] == pytest.approx(0.05) and steps[49] == pytest.approx(0.0048, abs=1e-4)
+  reference = Recipe(optimizer="sgd", learning_rate=0.05, momentum=0.9, weight_decay=5e-4,
+                     epochs=5, batch_size=10, schedule="cosine").make_tx(95)
+  params = {"w": jnp.ones(())}
+  state = reference.init(params)
+  velocity = 0.0
+  for k in range(12):  # PyTorch's SGD: v ← μ v + (g + λ w), w ← w − η_e v
+    updates, state = reference.update({"w": jnp.ones(())}, state, params)
+    velocity = 0.9 * velocity + 1.0 + 5e-4 * float(params["w"])
+    np.testing.assert_allclose(float(updates["w"]), -expected[k] * velocity, rtol=1e-5)
+    params = {"w": params["w"] + updates["w"]}
+  with pytest.raises(ValueError, match="schedule: 'linear'"):
+    Recipe(schedule="linear")
+  with pytest.raises(ValueError, match="decay: .* with schedule 'cosine'"):
+    Recipe(schedule="cosine", decay=((2, 0.1),))
+  assert recipe_key({"epochs": 3, "schedule": "step"}) == {"epochs": 3}  # keys cached before
+  assert recipe_key({"epochs": 3, "schedule": "cosine"}) == {"epochs": 3, "schedule": "cosine"}
 
 
 def test_digits_original_reaches_95_percent(digits, digits_model, digits_original):

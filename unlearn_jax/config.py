@@ -128,9 +128,10 @@ def experiment_defaults() -> ml_collections.ConfigDict:
                                         "stratified": True})
   c.calibration_fraction = 0.5
   c.model = ml_collections.ConfigDict({"name": "small_cnn", "options": {}})
+  # schedule: "step" (``decay`` = ((epoch, factor), ...)) or "cosine" (annealed per epoch).
   c.original = ml_collections.ConfigDict({
       "optimizer": "adam", "learning_rate": 1e-3, "momentum": 0.0, "weight_decay": 0.0,
-      "epochs": 15, "batch_size": 64, "decay": (), "augment": False})
+      "epochs": 15, "batch_size": 64, "decay": (), "augment": False, "schedule": "step"})
   c.retrain_seeds = (1, 2, 3)  # Retrain oracles, one per seed; () disables Retrain
   # Train them at once (vmapped) or one after another; None: vmapped except on CPU, where XLA
   # runs a vmapped convolution several times slower per model (docs/performance.md).
@@ -164,9 +165,10 @@ def population_defaults() -> ml_collections.ConfigDict:
   # The target set T ⊆ pool: all pool examples of ``classes``, else ``size`` random ones.
   c.target = ml_collections.ConfigDict({"classes": (), "size": 200})
   c.model = ml_collections.ConfigDict({"name": "mlp", "options": {}})
+  # schedule: "step" (``decay`` = ((epoch, factor), ...)) or "cosine" (annealed per epoch).
   c.original = ml_collections.ConfigDict({
       "optimizer": "adam", "learning_rate": 1e-3, "momentum": 0.0, "weight_decay": 0.0,
-      "epochs": 15, "batch_size": 64, "decay": (), "augment": False})
+      "epochs": 15, "batch_size": 64, "decay": (), "augment": False, "schedule": "step"})
   c.profile = "small"
   c.methods = ("retrain", "ft", "ga", "neggrad_plus", "salun", "scrub", "spotter", "opc")
   # Methods left out on purpose, name -> reason (recorded with the results).
@@ -195,11 +197,22 @@ def resnet18_reference(c: ml_collections.ConfigDict) -> ml_collections.ConfigDic
   c.model.options = {"width": 1.0}
   c.original = {"optimizer": "sgd", "learning_rate": 0.1, "momentum": 0.0, "weight_decay": 5e-4,
                 "epochs": 200, "batch_size": 128, "decay": ((60, 0.2), (120, 0.2), (160, 0.2)),
-                "augment": True}
+                "augment": True, "schedule": "step"}
   c.profile = "resnet18"
   c.checkpoint_every = 1000
   c.evaluation.inversion.num_images = 8
   c.evaluation.inversion.iterations = 4800
   c.evaluation.inversion.restarts = 2
   c.evaluation.inversion.learning_rate = 0.03
+  return c
+
+
+def original_reference(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The Spotter reference code's recipe for its small-image originals (and Retrain; docs/math.md
+  §1.3): SGD, learning rate 0.05, momentum 0.9, weight decay 5e-4, a cosine schedule
+  (annealed per epoch), 5 epochs, batch 128, no augmentation; the model normalises inside, as
+  every model here does. The architecture and method profile stay as ``c`` has them."""
+  c.original = {"optimizer": "sgd", "learning_rate": 0.05, "momentum": 0.9, "weight_decay": 5e-4,
+                "epochs": 5, "batch_size": 128, "decay": (), "augment": False,
+                "schedule": "cosine"}
   return c

@@ -1,10 +1,15 @@
 """Perturbed copies of images near the forget set, made once from the frozen original model.
 
 Used by Spotter (its "nearby region" term), OU@ε (the set it averages over) and Boundary Shrink
-(FGSM). Images stay in pixel space [0, 1] (the model normalises inside) unless
-``mode="reference_compat"``, which reproduces the Spotter reference code: ε and step in
-normalised units, ascent on the runner-up's CE, and clipping of the *normalised* tensor to
-[0, 1] (docs/math.md §2.1).
+(FGSM). Three PGD modes (docs/math.md §2.1):
+
+- ``targeted_boundary`` (default): pixel space [0, 1] (the model normalises inside), descent on
+  the runner-up class's CE, i.e. a step *toward* it;
+- ``reference``: the Spotter reference code's PGD on [0, 1] inputs (a model that normalises
+  inside, as its Fashion-MNIST models do): pixel space, *ascent* on the runner-up's CE (a step
+  away from it);
+- ``reference_compat``: the reference CIFAR notebook, whose inputs are already normalised: ascent,
+  ε and step in normalised units, and clipping of the *normalised* tensor to [0, 1].
 """
 
 import dataclasses
@@ -19,7 +24,9 @@ from unlearn_jax.models import Model
 from unlearn_jax.objectives.losses import cross_entropy
 from unlearn_jax.training import sharding
 
-MODES = ("targeted_boundary", "reference_compat")
+MODES = ("targeted_boundary", "reference", "reference_compat")
+# +1: ascend CE(θ_o(x̃), t) (away from the runner-up t); −1: descend it (toward t).
+SIGNS = {"targeted_boundary": -1.0, "reference": 1.0, "reference_compat": 1.0}
 KINDS = ("pgd", "gaussian")
 
 
@@ -67,7 +74,7 @@ def runner_up_target(logits: jax.Array, labels: jax.Array) -> jax.Array:
 
 def _spaces(model: Model, mode: str):
   """(to_space, from_space): pixel space is the identity, reference_compat normalises."""
-  if mode == "targeted_boundary":
+  if mode != "reference_compat":
     return (lambda x: x), (lambda z: z)
   mean = jnp.asarray(model.module.mean).reshape(1, 1, 1, -1)
   std = jnp.asarray(model.module.std).reshape(1, 1, 1, -1)
@@ -76,10 +83,11 @@ def _spaces(model: Model, mode: str):
 
 def pgd(model: Model, params, model_state, images: jax.Array, labels: jax.Array, key: jax.Array,
         config: PerturbationConfig) -> jax.Array:
-  """L∞ PGD from a uniform start in the ε-ball toward (or, reference mode, away from) the
-  runner-up class t: x' ← Π_{ε-ball ∩ [0,1]}(x' ∓ step·sign ∇ CE(θ_o(x'), t))."""
+  """L∞ PGD from a uniform start in the ε-ball toward (targeted_boundary) or away from (reference,
+  reference_compat) the runner-up class t: x' ← Π_{ε-ball ∩ [0,1]}(x' ∓ step·sign ∇ CE(θ_o(x'), t)),
+  the sign from :data:`SIGNS`; all of it in normalised space for reference_compat."""
   to_space, from_space = _spaces(model, config.mode)
-  sign = -1.0 if config.mode == "targeted_boundary" else 1.0
+  sign = SIGNS[config.mode]
 
   def logits_of(z):
     return model.apply(params, model_state, from_space(z))[1]

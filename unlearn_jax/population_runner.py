@@ -31,7 +31,7 @@ from unlearn_jax.data.memberships import balanced_masks
 from unlearn_jax.evaluation import challenge, lira
 from unlearn_jax.methods import HParams, Original, get_method
 from unlearn_jax.models import MODEL_NAMES, make_model
-from unlearn_jax.optim import Recipe
+from unlearn_jax.optim import Recipe, recipe_key
 from unlearn_jax.population_report import write_population_report
 from unlearn_jax.populations import (
   Population,
@@ -51,8 +51,9 @@ PROTOCOLS = ("challenge", "ulira")
 
 
 def _recipe(c: ml_collections.ConfigDict) -> Recipe:
+  # A config recorded before ``schedule`` existed trained with the step schedule.
   return Recipe(c.optimizer, c.learning_rate, c.momentum, c.weight_decay, c.epochs, c.batch_size,
-                tuple(tuple(d) for d in c.decay), c.augment)
+                tuple(tuple(d) for d in c.decay), c.augment, c.get("schedule", "step"))
 
 
 def _hparams(config, name: str) -> HParams:
@@ -120,8 +121,8 @@ class Setting:
     self.recipe = _recipe(config.original)
     self.base_key = {"protocol": config.protocol, "data": d.name, "seed": seed,
                      "pool_size": config.pool_size, "model": config.model.to_dict(),
-                     "recipe": config.original.to_dict(), "target": config.target.to_dict(),
-                     "models": config.population.models}
+                     "recipe": recipe_key(config.original.to_dict()),
+                     "target": config.target.to_dict(), "models": config.population.models}
     p = config.population
     self.run_kwargs = {"chunk_size": p.chunk_size or None, "mesh": self.mesh,
                        "memory_budget": int(p.memory_budget_gib * 2**30) or None,

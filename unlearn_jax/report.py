@@ -26,10 +26,11 @@ def _cell(value, fmt: str) -> str:
   return f"{value:{fmt}}"
 
 
-def columns() -> tuple[tuple[str, str, str], ...]:
+def columns(settings=None) -> tuple[tuple[str, str, str], ...]:
   """(header, metric key, format) of the results table: the suite's and every registered
-  metric's columns (:func:`unlearn_jax.evaluation.suite.columns`), then the wall time."""
-  return (*suite.columns(), TIME_COLUMN)
+  metric's columns (:func:`unlearn_jax.evaluation.suite.columns`; ``settings``: the run's
+  evaluation settings, which may add columns), then the wall time."""
+  return (*suite.columns(settings), TIME_COLUMN)
 
 
 def markdown_table(rows: dict[str, dict], table_columns=None) -> str:

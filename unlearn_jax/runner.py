@@ -39,7 +39,7 @@ from unlearn_jax.data.datasets import DATASET_NAMES
 from unlearn_jax.evaluation import registry, suite
 from unlearn_jax.methods import METHODS, Original, get_method
 from unlearn_jax.models import MODEL_NAMES
-from unlearn_jax.optim import Recipe
+from unlearn_jax.optim import Recipe, recipe_key
 from unlearn_jax.training import sharding
 from unlearn_jax.training.classifier import train_classifier, train_classifiers
 from unlearn_jax.training.state import create_train_state
@@ -58,6 +58,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if config.model.name not in MODEL_NAMES:
     raise ValueError(f"config.model.name: unknown model {config.model.name!r}; known: "
                      f"{', '.join(MODEL_NAMES)}.")
+  try:
+    _recipe(config.original)
+  except ValueError as e:
+    raise ValueError(f"config.original.{e}") from None
   for name in config.methods:
     get_method(name, "config.methods")
   for name, overrides in config.hparams.items():
@@ -108,8 +112,9 @@ def versions() -> dict:
 
 
 def _recipe(c: ml_collections.ConfigDict) -> Recipe:
+  # A config recorded before ``schedule`` existed trained with the step schedule.
   return Recipe(c.optimizer, c.learning_rate, c.momentum, c.weight_decay, c.epochs, c.batch_size,
-                tuple(tuple(d) for d in c.decay), c.augment)
+                tuple(tuple(d) for d in c.decay), c.augment, c.get("schedule", "step"))
 
 
 def _cached_training(root, kind: str, key: dict, abstract, train, *, checkpoint_every: int):
@@ -152,7 +157,7 @@ class Experiment:
     self.root = pathlib.Path(config.cache_dir).absolute()
     self.out = pathlib.Path(config.output_dir).absolute()
     self.base_key = {"data": d.to_dict(), "model": config.model.to_dict(),
-                     "recipe": config.original.to_dict()}
+                     "recipe": recipe_key(config.original.to_dict())}
 
   def kept(self, name: str, key: str):
     """``((params, model_state), meta)`` of the model ``name`` kept with ``key``, else None
@@ -391,7 +396,7 @@ def run_experiment(config: ml_collections.ConfigDict, *, train: bool = True) -> 
   results = {"config": config.to_dict(), "seed": seed, "hardware": hardware(),
              "versions": versions(),
              "splits": {s: len(getattr(splits, s)) for s in (*suite.SETS, "calibration")},
-             "forget_classes": list(splits.forget_classes), "columns": report.columns(),
+             "forget_classes": list(splits.forget_classes), "columns": report.columns(ev),
              "models": {}}
 
   def evaluate(name, params_state, seconds, info):

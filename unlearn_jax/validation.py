@@ -10,7 +10,7 @@ import math
 import re
 from collections.abc import Callable, Mapping
 
-from unlearn_jax.optim import OPTIMIZERS
+from unlearn_jax.optim import OPTIMIZERS, SCHEDULES
 
 
 def _int(minimum: int, note: str = "") -> tuple[Callable[[object], bool], str]:
@@ -47,6 +47,8 @@ RULES: tuple[tuple[str, tuple], ...] = (
     (r"(momentum|weight_decay|eps|sigma|step_size)$", _real(0.0)),
     (r"temperature$", _real(0.0, open_low=True)),
     (r"optimizer$", (lambda v: v in OPTIMIZERS, f"one of {', '.join(OPTIMIZERS)}")),
+    (r"(^|\.)(original|recipe)\.schedule$",
+     (lambda v: v in SCHEDULES, f"one of {', '.join(SCHEDULES)}")),
 )
 
 

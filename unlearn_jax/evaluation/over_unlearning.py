@@ -7,13 +7,17 @@ with p̃ the masked softmax (forget classes zeroed, renormalised) and JS the Jen
 divergence (natural log, in [0, ln 2]). Lower is better; it is not measured against Retrain (Retrain
 itself scores about 0.24 on CIFAR-10 in the reference notebook).
 
-The perturbed set Ã is built once from θ_o and a recorded key (:func:`ou_sets`). Our evaluation
-default, mode "targeted_boundary": PGD in pixel space toward the runner-up class (ε = 8/255,
-step 0.01, 3 steps) and Gaussian noise (σ = 0.01), each followed by the β filter of the paper's
-A_ε(D_f; θ_o) = {x̃ : |m_y(x̃; θ_o)| ≤ β} with β the median |margin| (``beta_quantile=0.5``: the
-half of the set nearest θ_o's decision boundary; the paper's β value is not known to us).
-``reference_compat=True`` reproduces the Spotter notebook instead: ε = 0.03 and step 0.01 in
-normalised units, ascent on the runner-up's CE, clipping of normalised tensors, no β filter.
+The perturbed set Ã is built once from θ_o and a recorded key (:func:`ou_sets`), in one of three
+modes (:data:`SETS`, docs/math.md §2.1):
+
+- "targeted_boundary" (our default): PGD in pixel space toward the runner-up class (ε = 8/255,
+  step 0.01, 3 steps) and Gaussian noise (σ = 0.01), each followed by the β filter of the paper's
+  A_ε(D_f; θ_o) = {x̃ : |m_y(x̃; θ_o)| ≤ β} with β the median |margin| (``beta_quantile=0.5``: the
+  half of the set nearest θ_o's decision boundary; the paper's β value is not known to us);
+- "reference": the Spotter reference code's PGD on [0, 1] inputs: ε = 0.03 and step 0.01 in
+  pixel units, ascent on the runner-up's CE (away from it), clipping to [0, 1], no β filter;
+- "reference_compat": the Spotter CIFAR notebook: the same in normalised units, with clipping of
+  the normalised tensors, no β filter.
 """
 
 import dataclasses
@@ -37,6 +41,13 @@ EVAL_GAUSSIAN = PerturbationConfig(kind="gaussian", mode="targeted_boundary", si
 REFERENCE_PGD = PerturbationConfig(kind="pgd", mode="reference_compat", eps=0.03, step_size=0.01,
                                    num_steps=3)
 REFERENCE_GAUSSIAN = PerturbationConfig(kind="gaussian", mode="reference_compat", sigma=0.01)
+PIXEL_REFERENCE_PGD = PerturbationConfig(kind="pgd", mode="reference", eps=0.03, step_size=0.01,
+                                         num_steps=3)
+PIXEL_REFERENCE_GAUSSIAN = PerturbationConfig(kind="gaussian", mode="reference", sigma=0.01)
+# Perturbation mode → the default (PGD, Gaussian) configs of its OU@ε sets.
+SETS = {"targeted_boundary": (EVAL_PGD, EVAL_GAUSSIAN),
+        "reference": (PIXEL_REFERENCE_PGD, PIXEL_REFERENCE_GAUSSIAN),
+        "reference_compat": (REFERENCE_PGD, REFERENCE_GAUSSIAN)}
 
 
 def forget_mask(forget_classes, num_classes: int) -> np.ndarray:
@@ -136,8 +147,8 @@ def ou_at_eps(model: Model, original: tuple, unlearned: tuple, perturbed: ArrayD
 
 
 def ou_sets(model: Model, params, model_state, forget: ArrayDataset, key: jax.Array, *,
-            reference_compat: bool = False, pgd: PerturbationConfig | None = None,
-            gaussian: PerturbationConfig | None = None,
+            mode: str = "targeted_boundary", reference_compat: bool = False,
+            pgd: PerturbationConfig | None = None, gaussian: PerturbationConfig | None = None,
             batch_size: int = 64) -> dict[str, ArrayDataset]:
   """The PGD and Gaussian perturbed sets Ã of D_f under θ_o, a function of ``key`` alone.
 
@@ -145,22 +156,25 @@ def ou_sets(model: Model, params, model_state, forget: ArrayDataset, key: jax.Ar
     model, params, model_state: the original model θ_o.
     forget: D_f (images in [0, 1] and labels).
     key: PRNG key; the PGD set uses ``split(key)[0]``, the Gaussian set ``split(key)[1]``.
-    reference_compat: default configs reproducing the Spotter notebook instead of ours.
-    pgd, gaussian: configs that replace the defaults (:data:`EVAL_PGD`, :data:`EVAL_GAUSSIAN`,
-      or :data:`REFERENCE_PGD`, :data:`REFERENCE_GAUSSIAN` with ``reference_compat``).
+    mode: whose default configs (:data:`SETS`): "targeted_boundary" (ours), "reference" (the
+      reference code on [0, 1] inputs) or "reference_compat" (the Spotter CIFAR notebook).
+    reference_compat: the same as ``mode="reference_compat"``.
+    pgd, gaussian: configs that replace the mode's defaults.
     batch_size: perturbation batch size.
 
   Returns:
     {"pgd": Ã_PGD, "gaussian": Ã_Gauss}.
 
   Raises:
-    ValueError: an empty ``forget`` set, a config of the wrong kind, or an invalid config
-      (ε < 0 etc.; the message names the field).
+    ValueError: an empty ``forget`` set, an unknown mode, a config of the wrong kind, or an
+      invalid config (ε < 0 etc.; the message names the field).
   """
   if len(forget) == 0:
     raise ValueError("forget: the forget set is empty.")
-  configs = {"pgd": pgd or (REFERENCE_PGD if reference_compat else EVAL_PGD),
-             "gaussian": gaussian or (REFERENCE_GAUSSIAN if reference_compat else EVAL_GAUSSIAN)}
+  mode = "reference_compat" if reference_compat else mode
+  if mode not in SETS:
+    raise ValueError(f"mode: {mode!r}; allowed: {', '.join(SETS)}.")
+  configs = {"pgd": pgd or SETS[mode][0], "gaussian": gaussian or SETS[mode][1]}
   for kind, config in configs.items():
     if config.kind != kind:
       raise ValueError(f"{kind}: expected a config with kind={kind!r}, got kind={config.kind!r}.")
@@ -184,31 +198,60 @@ def ou_metrics(model: Model, original: tuple, unlearned: tuple, sets: dict[str, 
 
 @dataclasses.dataclass(frozen=True)
 class OUSettings(registry.Settings):
-  """OU@ε's perturbed sets: ours, or the Spotter notebook's (``reference_compat``)."""
+  """OU@ε's perturbed sets: ``mode`` gives the table's "OU/pgd" and "OU/gaussian"; each mode of
+  ``also`` adds "OU/<mode>/pgd" and "OU/<mode>/gaussian" (and their columns). Modes: :data:`SETS`.
+  """
 
-  reference_compat: bool = False
+  mode: str = "targeted_boundary"
+  also: tuple[str, ...] = ()
+
+  def __post_init__(self):
+    for field, modes in (("mode", (self.mode,)), ("also", self.also)):
+      unknown = [m for m in modes if m not in SETS]
+      if unknown:
+        raise ValueError(f"config.evaluation.ou.{field}: {unknown[0]!r} is not a mode; allowed: "
+                         f"{', '.join(SETS)}.")
+
+
+def _modes(settings: OUSettings) -> dict[str, str]:
+  """Metric-key prefix → mode: "" for ``mode``, "<mode>/" for each of ``also``."""
+  return {"": settings.mode} | {f"{m}/": m for m in settings.also if m != settings.mode}
 
 
 def _prepare(model: Model, original: tuple, splits, retrains, settings: OUSettings, *,
-             seed: int) -> dict[str, ArrayDataset]:
-  """The perturbed sets Ã of D_f from θ_o, drawn once per experiment from ``seed``."""
-  return ou_sets(model, *original, splits.forget, seeding.device_key(seed, "ou_sets"),
-                 reference_compat=settings.reference_compat)
+             seed: int) -> dict[str, dict[str, ArrayDataset]]:
+  """The perturbed sets Ã of D_f from θ_o per mode, drawn once per experiment from ``seed``
+  (each mode from its own key, so adding a mode leaves the others' sets as they were)."""
+  return {prefix: ou_sets(model, *original, splits.forget,
+                          seeding.device_key(seed, "ou_sets", *([mode] if prefix else [])),
+                          mode=mode)
+          for prefix, mode in _modes(settings).items()}
 
 
 def _evaluate(model: Model, params, model_state, context, settings: OUSettings, *,
               seed: int) -> tuple[dict, dict]:
-  """:func:`ou_metrics` of θ_u against θ_o on the prepared sets."""
-  return ou_metrics(model, context.original, (params, model_state), context.shared["ou"],
-                    context.splits.forget_classes), {}
+  """:func:`ou_metrics` of θ_u against θ_o on each mode's prepared sets."""
+  out = {}
+  for prefix, sets in context.shared["ou"].items():
+    values = ou_metrics(model, context.original, (params, model_state), sets,
+                        context.splits.forget_classes)
+    out |= {key.replace("OU/", f"OU/{prefix}", 1): v for key, v in values.items()}
+  return out, {}
+
+
+def _more_columns(settings: OUSettings) -> tuple[tuple[str, str, str], ...]:
+  """Two columns per mode of ``also``."""
+  return tuple(column for prefix, mode in _modes(settings).items() if prefix
+               for column in ((f"OU PGD {mode}", f"OU/{prefix}pgd", ".4f"),
+                              (f"OU Gauss {mode}", f"OU/{prefix}gaussian", ".4f")))
 
 
 METRIC = registry.register(registry.Metric(
     "ou", _evaluate, OUSettings,
     columns=(("OU PGD", "OU/pgd", ".4f"), ("OU Gauss", "OU/gaussian", ".4f")),
-    needs=("classes", "original"), prepare=_prepare))
+    needs=("classes", "original"), prepare=_prepare, more_columns=_more_columns))
 
 
-__all__ = ["EVAL_GAUSSIAN", "EVAL_PGD", "METRIC", "OUSettings", "REFERENCE_GAUSSIAN",
-           "REFERENCE_PGD", "forget_mask", "ou_at_eps", "ou_divergence", "ou_metrics", "ou_sets",
-           "over_unlearning"]
+__all__ = ["EVAL_GAUSSIAN", "EVAL_PGD", "METRIC", "OUSettings", "PIXEL_REFERENCE_GAUSSIAN",
+           "PIXEL_REFERENCE_PGD", "REFERENCE_GAUSSIAN", "REFERENCE_PGD", "SETS", "forget_mask",
+           "ou_at_eps", "ou_divergence", "ou_metrics", "ou_sets", "over_unlearning"]

@@ -11,9 +11,16 @@ and rule it used) and the Spotter reference code's fixed setting (``PRA/ref``): 
 K = 5 shots from D_f, α = 0.5 for the original, 1.0 for Retrain, 0.8 for Spotter (its notebook's
 values) and, as our choice, Spotter's 0.8 for every other method (``PRASettings.ref_alpha``,
 ``ref_alphas``). The reference setting is a point of the default grid, so it costs nothing extra.
+
+Two numbers explain a fixed-α result (docs/math.md §2.4): the cosine edit writes a unit-norm
+row W[:, c], so at a fixed α its effect depends on the norms of the head's rows
+(:func:`head_row_norms`; rescaling the head changes no prediction but moves the fixed-α attack),
+and on how concentrated the forget features are (:func:`same_class_cosine`, Spotter's L_disp over
+all of D_f).
 """
 
 import dataclasses
+import functools
 from collections.abc import Mapping, Sequence
 
 import jax
@@ -55,6 +62,53 @@ def prototype(shot_features: jax.Array) -> jax.Array:
   Array([1., 0.], dtype=float32)
   """
   return safe_normalize(jnp.mean(shot_features, axis=-2))
+
+
+def head_row_norms(params, forget_classes: Sequence[int]) -> dict[str, float]:
+  """‖W[:, c]‖₂ of the head's class rows: {"forget": mean over 𝒞_f, "kept": mean over the
+  other classes}; with the prototype's unit norm they set how far a fixed-α edit moves s_c.
+
+  Raises:
+    ValueError: no ``head``, or class ids outside 0..C−1.
+  """
+  kernel, _ = final_layer(params)
+  norms = np.linalg.norm(np.asarray(kernel, np.float64), axis=0)
+  forget = np.zeros(len(norms), bool)
+  classes = np.asarray(tuple(forget_classes), np.int64)
+  if np.any((classes < 0) | (classes >= len(norms))):
+    raise ValueError(f"forget_classes: {tuple(classes.tolist())} has ids outside "
+                     f"0..{len(norms) - 1}.")
+  forget[classes] = True
+  return {"forget": float(norms[forget].mean()) if forget.any() else float("nan"),
+          "kept": float(norms[~forget].mean()) if (~forget).any() else float("nan")}
+
+
+@functools.partial(jax.jit, static_argnames="num_classes")
+def same_class_cosine(features: jax.Array, labels: jax.Array, *, num_classes: int) -> jax.Array:
+  """Mean cos(z_i, z_j) over ordered same-class pairs i ≠ j: Spotter's L_disp (math.md §2.3) of a
+  whole set, without its n×n Gram matrix.
+
+  Per class c with unit rows ẑ_i (ε-guarded, so a zero row counts as cosine 0):
+  Σ_{i≠j} cos = ‖Σ_i ẑ_i‖² − Σ_i ‖ẑ_i‖², over n_c(n_c − 1) pairs; classes are pooled as sums over
+  counts. 1 for identical features, 0 for an orthonormal set.
+
+  Args:
+    features: Z [n, d]. labels: int [n]. num_classes: C.
+
+  Returns:
+    A scalar; 0 when no class has two examples.
+
+  >>> same_class_cosine(jnp.array([[1.0, 0.0], [2.0, 0.0], [0.0, 1.0]]), jnp.array([0, 0, 1]),
+  ...                   num_classes=2).round(4)
+  Array(1., dtype=float32)
+  """
+  unit = safe_normalize(features)
+  sums = jax.ops.segment_sum(unit, labels, num_segments=num_classes)
+  squares = jax.ops.segment_sum(jnp.sum(unit * unit, axis=-1), labels, num_segments=num_classes)
+  counts = jax.ops.segment_sum(jnp.ones(labels.shape, unit.dtype), labels,
+                               num_segments=num_classes)
+  pairs = jnp.sum(counts * (counts - 1.0))
+  return jnp.sum(jnp.sum(sums * sums, axis=-1) - squares) / jnp.maximum(pairs, 1.0)
 
 
 def rule_targets(prototypes: jax.Array, l2) -> tuple[jax.Array, jax.Array]:
@@ -246,13 +300,25 @@ def prototypical_relearning(model: Model, params, model_state, splits: Splits, *
     **grid_options: shots, num_draws, alphas, modes, shot_sources, select_on, max_kept_drop.
 
   Returns:
-    :func:`pra_grid`'s dict; shot positions index ``splits.forget`` / ``splits.test_forget``.
+    :func:`pra_grid`'s dict (shot positions index ``splits.forget`` / ``splits.test_forget``)
+    and "geometry": θ_u's "head_norm_forget" and "head_norm_kept" (:func:`head_row_norms`)
+    and "forget_cosine" (:func:`same_class_cosine` of its D_f features).
 
   Raises:
     ValueError: as :func:`pra_grid`, or ``params`` without a ``head``.
   """
   sets = _feature_sets(model, params, model_state, splits, batch_size=batch_size, mesh=mesh)
-  return pra_grid(params, sets, splits.forget_classes, seed=seed, **grid_options)
+  return pra_grid(params, sets, splits.forget_classes, seed=seed, **grid_options) | {
+      "geometry": _geometry(model, params, sets, splits.forget_classes)}
+
+
+def _geometry(model: Model, params, sets, forget_classes) -> dict[str, float]:
+  """θ_u's head row norms (:func:`head_row_norms`) and D_f feature cosine
+  (:func:`same_class_cosine`)."""
+  norms = head_row_norms(params, forget_classes)
+  cosine = same_class_cosine(sets["forget"][0], sets["forget"][1], num_classes=model.num_classes)
+  return {"head_norm_forget": norms["forget"], "head_norm_kept": norms["kept"],
+          "forget_cosine": float(cosine)}
 
 
 def _feature_sets(model: Model, params, model_state, splits: Splits, *, batch_size: int = 512,
@@ -292,7 +358,8 @@ def pra_reference(params, sets: Mapping[str, tuple[np.ndarray, np.ndarray]],
 class PRASettings(registry.Settings):
   """The PRA grid's ``shots`` K and ``num_draws`` per K; the report's α curve at
   ``curve_shots``; the reference setting's K (``ref_shots``) and α: ``ref_alphas`` (model name →
-  α pairs), else ``ref_alpha``."""
+  α pairs), else ``ref_alpha``. ``geometry``: show the head norms and the forget cosine as
+  columns (the keys "head/norm_forget", "head/norm_kept", "cos/forget" are always reported)."""
 
   shots: tuple[int, ...] = SHOTS
   num_draws: int = 5
@@ -300,6 +367,7 @@ class PRASettings(registry.Settings):
   ref_shots: int = REF_SHOTS
   ref_alpha: float = REF_ALPHA
   ref_alphas: tuple[tuple[str, float], ...] = REF_ALPHAS
+  geometry: bool = False
 
   def __post_init__(self):
     pairs = tuple(self.ref_alphas)
@@ -357,7 +425,7 @@ def _evaluate(model: Model, params, model_state, context, settings: PRASettings,
   """"PRA/forget": Acc(D_f) after the strongest edit (None if none qualifies) and the setting
   it used ("PRA/strongest_alpha", "_shots", "_l2" = 1.0 for the L2 rule, "_at" in words);
   "PRA/ref": Acc(D_f) at the reference setting for model ``name`` (its "PRA/ref_alpha" and
-  "PRA/ref_kept_drop"); details "pra"."""
+  "PRA/ref_kept_drop"); the head norms and forget cosine (:func:`_geometry`); details "pra"."""
   splits = context.splits
   sets = _feature_sets(model, params, model_state, splits)
   pra = pra_grid(params, sets, splits.forget_classes, seed=seed, shots=tuple(settings.shots),
@@ -367,6 +435,7 @@ def _evaluate(model: Model, params, model_state, context, settings: PRASettings,
   if ref is None:  # K or α off the grid: the same draws, one more (small) program
     ref = pra_reference(params, sets, splits.forget_classes, seed=seed, alpha=alpha,
                         shots=settings.ref_shots, num_draws=settings.num_draws)
+  geometry = _geometry(model, params, sets, splits.forget_classes)
   strongest = pra["strongest"]
   found = strongest is not None
   metrics = {"PRA/forget": strongest["forget"] if found else None,
@@ -375,9 +444,18 @@ def _evaluate(model: Model, params, model_state, context, settings: PRASettings,
              "PRA/strongest_l2": float(strongest["mode"] == "l2") if found else None,
              "PRA/strongest_at": strongest_at(strongest),
              "PRA/ref": ref["forget"], "PRA/ref_alpha": alpha,
-             "PRA/ref_kept_drop": ref["kept_drop"]}
+             "PRA/ref_kept_drop": ref["kept_drop"],
+             "head/norm_forget": geometry["head_norm_forget"],
+             "head/norm_kept": geometry["head_norm_kept"], "cos/forget": geometry["forget_cosine"]}
   return (metrics, {"pra": {"strongest": strongest, "reference": ref, "base": pra["base"],
+                            "geometry": geometry,
                             "curve": pra_curve(pra["settings"], settings.curve_shots)}})
+
+
+def _more_columns(settings: PRASettings) -> tuple[tuple[str, str, str], ...]:
+  """The geometry columns, with ``geometry``."""
+  return ((("‖w‖ forget", "head/norm_forget", ".3f"), ("‖w‖ kept", "head/norm_kept", ".3f"),
+           ("cos D_f", "cos/forget", ".3f")) if settings.geometry else ())
 
 
 def plot_pra(models: dict, path, plt) -> None:
@@ -406,10 +484,11 @@ METRIC = registry.register(registry.Metric(
     "pra", _evaluate, PRASettings,
     columns=(("PRA strongest", "PRA/forget", ".1f"), ("PRA strongest at", "PRA/strongest_at", "s"),
              ("PRA ref.", "PRA/ref", ".1f"), ("PRA ref. kept drop", "PRA/ref_kept_drop", ".1f")),
-    needs=("classes",), plot=("pra_alpha.png", plot_pra), named=True))
+    needs=("classes",), plot=("pra_alpha.png", plot_pra), named=True,
+    more_columns=_more_columns))
 
 
 __all__ = ["ALPHAS", "METRIC", "MODES", "PRASettings", "REF_ALPHA", "REF_ALPHAS", "REF_SHOTS",
-           "SHOTS", "edit_head", "final_layer", "plot_pra", "pra_curve", "pra_grid",
-           "pra_reference", "prototype", "prototypical_relearning", "reference_alpha",
-           "rule_targets", "strongest_at"]
+           "SHOTS", "edit_head", "final_layer", "head_row_norms", "plot_pra", "pra_curve",
+           "pra_grid", "pra_reference", "prototype", "prototypical_relearning", "reference_alpha",
+           "rule_targets", "same_class_cosine", "strongest_at"]

@@ -65,6 +65,7 @@ class Metric:
     plot: ``(file name, fn(models, path, plt))`` drawn by the report from the results' models.
     named: ``evaluate`` also takes ``name=`` (the model's name: "original", "retrain", a
       method, or None), for a metric whose setting depends on the model (PRA's reference α).
+    more_columns: ``settings -> columns`` that only some settings add (OU@ε's further modes).
   """
 
   name: str
@@ -76,6 +77,7 @@ class Metric:
   prepare: Callable[..., Any] | None = None
   plot: tuple[str, Callable[..., None]] | None = None
   named: bool = False
+  more_columns: Callable[[Settings], tuple[tuple[str, str, str], ...]] | None = None
 
 
 _METRICS: dict[str, Metric] = {}
@@ -168,9 +170,16 @@ def resolve(evaluation: Mapping[str, Any]) -> dict[str, Settings]:
   return out
 
 
-def columns() -> tuple[tuple[str, str, str], ...]:
-  """The table columns of every registered metric, in registry order."""
-  return tuple(c for m in metrics() for c in m.columns)
+def columns(settings: Mapping[str, Settings] | None = None) -> tuple[tuple[str, str, str], ...]:
+  """The table columns of every registered metric, in registry order; with ``settings`` (name →
+  :class:`Settings`) each enabled metric's ``more_columns`` follow its own."""
+  out = []
+  for m in metrics():
+    out += m.columns
+    s = (settings or {}).get(m.name)
+    if m.more_columns and s is not None and s.enabled:
+      out += m.more_columns(s)
+  return tuple(out)
 
 
 __all__ = ["BUILTIN", "NEEDS", "Metric", "Settings", "columns", "defaults", "metrics", "register",

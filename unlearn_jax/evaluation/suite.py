@@ -130,9 +130,11 @@ def evaluate_model(model: Model, params, model_state, context: Context, *,
   return {"metrics": metrics, "details": details}
 
 
-def columns() -> tuple[tuple[str, str, str], ...]:
-  """Every table column: the outputs' :data:`COLUMNS`, then each registered metric's."""
-  return COLUMNS + registry.columns()
+def columns(settings: Mapping[str, registry.Settings] | None = None
+            ) -> tuple[tuple[str, str, str], ...]:
+  """Every table column: the outputs' :data:`COLUMNS`, then each registered metric's (with
+  ``settings``, also those its settings add, :func:`~unlearn_jax.evaluation.registry.columns`)."""
+  return COLUMNS + registry.columns(settings)
 
 
 def projection(features: dict[str, np.ndarray], labels: dict[str, np.ndarray], *, seed: int,
