@@ -70,13 +70,17 @@ def test_pra_at_both_settings_and_whether_the_attack_or_the_model_explains_it():
 
 
 def test_recovery_holds_in_two_of_three_is_not_holds():
-  s = _summary({"retrain": {"FM/forget": [40.0, 20.0, 60.0], "HR/forget": [40.0, 20.0, 60.0]},
-                "opc": {"FM/forget": [0.1, 30.0, 0.0], "HR/forget": [0.1, 30.0, 0.0]}})
+  s = _summary({"retrain": {"FM/forget": [40.0, 20.0, 60.0], "HR/forget": [0.0] * 3,
+                            "HR_labels/forget": [90.0] * 3},
+                "opc": {"FM/forget": [0.1, 30.0, 0.0], "HR/forget": [0.0] * 3,
+                        "HR_labels/forget": [10.0] * 3}})
   finding = claims.check_recovery(s)
   assert finding.verdict == ("fails in 1 of 3 trials; holds only for forget classes 0, 7 "
                              "(fails on 3)")
-  assert [label for label, _, _ in finding.numbers] == ["OPC FM", "Retrain FM", "OPC HR",
-                                                        "Retrain HR"]
+  assert [label for label, _, _ in finding.numbers] == [
+      "OPC FM", "Retrain FM", "OPC HR", "Retrain HR", "OPC HR lab.", "Retrain HR lab."]
+  s["models"]["opc"]["metrics"]["HR_labels/forget"] = [95.0] * 3  # HR with labels undoes it
+  assert claims.check_recovery(s).verdict.startswith("fails")
 
 
 def test_inversion_collapse_and_no_retain_data():
