@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import unlearn_jax
-from unlearn_jax import cli, runner
+from unlearn_jax import cli, experiment, runner
 from unlearn_jax import unlearning as unlearn_lib
 from unlearn_jax.checkpoint import Checkpointer
 from unlearn_jax.config import load_config
@@ -110,7 +110,7 @@ def test_killed_run_restarts_without_redoing_finished_methods(tmp_path, data_dir
       raise KeyboardInterrupt
     return real(method, *args, **kwargs)
 
-  monkeypatch.setattr(runner, "unlearn", flaky)
+  monkeypatch.setattr(experiment, "unlearn", flaky)
   with pytest.raises(KeyboardInterrupt):
     runner.run_experiment(config)
   assert (tmp_path / "out" / "methods" / "ga.json").exists()
@@ -219,8 +219,8 @@ def test_bad_configs_fail_before_any_training(tmp_path, data_dir, monkeypatch, o
   def no_training(*args, **kwargs):
     raise AssertionError("training started")
 
-  monkeypatch.setattr(runner, "train_classifier", no_training)
-  monkeypatch.setattr(runner, "train_classifiers", no_training)
+  monkeypatch.setattr(experiment, "train_classifier", no_training)
+  monkeypatch.setattr(experiment, "train_classifiers", no_training)
   with pytest.raises(ValueError, match=message):
     runner.run_experiment(_config(tmp_path, data_dir, *overrides))
 
@@ -296,7 +296,7 @@ def test_every_config_builds_its_first_steps_with_tiny_shapes(path, monkeypatch)
     config.model.options = options
   config.trials, config.trial_classes = (), ()
   exp = runner.Experiment(config)
-  recipe = runner._recipe(config.original)
+  recipe = experiment._recipe(config.original)
   state = create_train_state(*exp.model.init(jax.random.key(0)), recipe.make_tx(1))
   batch = {"train": {"image": tiny.train.images[:8], "label": tiny.train.labels[:8],
                      "mask": np.ones(8, np.float32)}}

@@ -22,7 +22,7 @@ LAYERS = (
     ("evaluation",),
     ("populations",),
     ("report", "population_report", "summaries", "claims", "results_docs"),
-    ("config", "runs", "runner", "population_runner"),
+    ("config", "runs", "experiment", "runner", "population_runner"),
     ("cli",),
 )
 LAYER = {name: i for i, names in enumerate(LAYERS) for name in names}

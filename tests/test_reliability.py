@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from unlearn_jax import checkpoint as ckpt_lib
-from unlearn_jax import cli, report, runner
+from unlearn_jax import cli, experiment, report, runner
 from unlearn_jax.config import apply_override, load_config
 from unlearn_jax.data.datasets import ArrayDataset, Dataset
 from unlearn_jax.data.splits import ForgetSpec
@@ -172,7 +172,7 @@ def test_a_damaged_cache_entry_is_one_error_naming_the_directory(tmp_path, damag
     data = path.read_bytes()
     path.write_bytes(data[:len(data) // 2] if damage == "truncate_arrays" else b"\x00garbage{")
   with pytest.raises(ckpt_lib.CorruptCheckpointError) as info:
-    runner._cached_training(tmp_path, "original", {"seed": 0}, abstract, _train_never,
+    experiment._cached_training(tmp_path, "original", {"seed": 0}, abstract, _train_never,
                             checkpoint_every=0)
   message = str(info.value)
   assert "\n" not in message and f"delete {directory} and run again" in message
@@ -205,5 +205,6 @@ def test_results_and_method_files_are_written_atomically():
   """runner, report and the population runner write JSON and markdown only through
   write_atomic (a plain write_text of a result file would survive a kill half-written)."""
   root = pathlib.Path(runner.__file__).parent
-  for name in ("runner.py", "report.py", "population_runner.py", "population_report.py"):
+  for name in ("runner.py", "experiment.py", "report.py", "population_runner.py",
+               "population_report.py"):
     assert ".write_text(" not in (root / name).read_text(), name

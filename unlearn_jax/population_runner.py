@@ -29,6 +29,7 @@ from unlearn_jax import runs, seeding, summaries
 from unlearn_jax.data.datasets import DATASET_NAMES, ArrayDataset
 from unlearn_jax.data.memberships import balanced_masks
 from unlearn_jax.evaluation import challenge, lira
+from unlearn_jax.experiment import hardware, json_safe, versions
 from unlearn_jax.methods import HParams, Original, get_method
 from unlearn_jax.models import MODEL_NAMES, make_model
 from unlearn_jax.optim import Recipe, recipe_key
@@ -42,7 +43,6 @@ from unlearn_jax.populations import (
   unlearn_population,
   unlearning_plan,
 )
-from unlearn_jax.runner import _json_safe, hardware, versions
 from unlearn_jax.training import sharding
 from unlearn_jax.training.execute import check_population
 
@@ -330,12 +330,12 @@ def run_population_experiment(config: ml_collections.ConfigDict) -> dict:
                        "test": len(setting.dataset.test), "models": config.population.models},
              "excluded": config.excluded.to_dict(), **body,
              "wall_seconds": time.perf_counter() - start}
-  results = _json_safe(results)
+  results = json_safe(results)
   ckpt_lib.write_atomic(out / RESULTS, json.dumps(results, indent=1))
   write_population_report(results, out)
   used = {"original": config.original.to_dict()} | {n: _hparams(config, n).to_dict()
                                                     for n in config.methods}
-  summaries.write_summary(summaries.summarize(results, hparams=_json_safe(used)), out)
+  summaries.write_summary(summaries.summarize(results, hparams=json_safe(used)), out)
   return results
 
 
