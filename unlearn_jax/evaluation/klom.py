@@ -25,6 +25,10 @@ sample fills and the other misses), falling about as 1/N: its noise floor, measu
 between two disjoint halves of the Retrain population (:func:`retrain_reference`), each method
 then compared with the same half at the same N (:func:`versus`).
 
+Direction: KL(unlearned ‖ retrained), as the published ``kl_from_margins`` names its arguments
+and EasyDUB's ``klom_from_margins`` calls it (the benchmark's ``run.py`` passes the oracle's
+margins first, i.e. the reverse direction).
+
 One departure from the published code: it bins with ``np.digitize``, which puts a value equal to
 the top edge hi (the largest of the 2N values) past the last bin and drops it. Here the last bin
 is closed, as in ``np.histogram``, so every model counts; otherwise the arithmetic is the same.
