@@ -16,7 +16,7 @@ import pytest
 from unlearn_jax import cli, population_runner, populations, seeding, summaries
 from unlearn_jax.config import load_config
 from unlearn_jax.data.memberships import balanced_masks
-from unlearn_jax.evaluation import challenge, lira
+from unlearn_jax.evaluation import challenge, klom, lira
 from unlearn_jax.models import make_model
 from unlearn_jax.optim import Recipe
 from unlearn_jax.population_report import markdown_table
@@ -157,7 +157,9 @@ def test_bad_inputs_of_the_attacks():
 
 
 @pytest.mark.parametrize("spec", ["digits_challenge", "digits_challenge:quick", "digits_ulira",
-                                  "digits_ulira:class", "digits_ulira:ci", "fashion_mnist_ulira"])
+                                  "digits_ulira:class", "digits_ulira:ci", "fashion_mnist_ulira",
+                                  "digits_memorization", "digits_memorization:ci",
+                                  "fashion_mnist_memorization"])
 def test_every_population_config_validates(spec):
   config = load_config(spec)
   population_runner.validate(config)
@@ -168,12 +170,13 @@ def test_population_runner_end_to_end_and_cached(tmp_path, data_dir):
   overrides = [f"--config.output_dir={tmp_path / 'out'}", f"--config.cache_dir={tmp_path / 'c'}",
                f"--config.data.data_dir={data_dir}", "--config.progress=False",
                "--config.population.models=8", "--config.original.epochs=2",
-               "--config.methods=('ft',)", "--config.hparams.ft.epochs=1"]
-  for spec, plot in (("digits_ulira:ci", "vulnerability.png"),
-                     ("digits_challenge:quick", "epsilon.png")):
-    config = load_config(spec, overrides)
+               "--config.hparams.ft.epochs=1"]
+  # U-LiRA with Retrain (for its KLOM columns), the challenge with FT alone.
+  for spec, plot, methods in (("digits_ulira:ci", "vulnerability.png", ["retrain", "ft"]),
+                              ("digits_challenge:quick", "epsilon.png", ["ft"])):
+    config = load_config(spec, [*overrides, f"--config.methods={tuple(methods)}"])
     results = population_runner.run_population_experiment(config)
-    assert list(results["rows"]) == ["original", "ft"]
+    assert list(results["rows"]) == ["original", *methods]
     assert (tmp_path / "out" / plot).stat().st_size > 5_000
     table = (tmp_path / "out" / "results.md").read_text()
     assert "nan" not in table.lower() and "| ft |" in table and "Excluded: spotter" in table
@@ -181,10 +184,24 @@ def test_population_runner_end_to_end_and_cached(tmp_path, data_dir):
     assert json.loads((tmp_path / "out" / "results.json").read_text())["sizes"]["models"] == 8
     assert len(np.load(tmp_path / "out" / "populations" / "ft.npz")["seeds"]) == 8
     summary = summaries.read_summary(tmp_path / "out" / "summary.json")
-    assert summary["kind"] == "population" and list(summary["models"]) == ["original", "ft"]
+    assert summary["kind"] == "population" and list(summary["models"]) == ["original", *methods]
     assert summary["models"]["ft"]["hparams"]["epochs"] == 1 and summary["sizes"][0]["models"] == 8
     assert summary["models"]["ft"]["metrics"]["seconds"] == [results["rows"]["ft"]["metrics"][
         "seconds"]]
+    if config.protocol == "ulira":  # KLOM (§7.7) from the saved φ and masks
+      populations = tmp_path / "out" / "populations"
+      forgot = np.load(populations / "original.npz")["forgot"]
+      t = forgot.any(axis=0)
+      phi = {n: np.load(populations / f"{n}.npz")["phi_pool"][:, t] for n in ("retrain", "ft")}
+      reference, other = klom.retrain_reference(phi["retrain"], forgot[:, t])
+      rows = results["rows"]
+      assert rows["ft"]["metrics"]["klom"]["forget"] == klom.versus(phi["ft"], reference,
+                                                                    forgot[:, t])
+      assert rows["retrain"]["metrics"]["klom"]["forget"] == klom.summarize(
+          klom.klom(other, reference))
+      assert rows["ft"]["metrics"]["klom"]["forget"]["examples"] == int(t.sum())
+      assert rows["ft"]["metrics"]["klom"]["val"]["examples"] == 360
+      assert "KLOM forget" in table
   again = population_runner.run_population_experiment(config)  # every chunk restored
   assert again["rows"]["ft"]["info"]["restored_chunks"] == 1
   assert again["rows"]["ft"]["metrics"]["F"] == results["rows"]["ft"]["metrics"]["F"]

@@ -149,10 +149,11 @@ def experiment_defaults() -> ml_collections.ConfigDict:
 
 def population_defaults() -> ml_collections.ConfigDict:
   """The schema of a population experiment (docs/math.md §7): the challenge forgetting score
-  (``protocol="challenge"``) or U-LiRA with P1/P2 and LiRA (``protocol="ulira"``)."""
+  (``protocol="challenge"``), U-LiRA with P1/P2, LiRA and KLOM (``protocol="ulira"``), or every
+  method on forget sets of low / medium / high memorization (``protocol="memorization"``)."""
   c = ml_collections.ConfigDict()
   c.name = "population"
-  c.protocol = "ulira"  # ulira | challenge
+  c.protocol = "ulira"  # ulira | challenge | memorization
   c.seed = 0  # root of every random choice (pool, target set, masks, model seeds, attacks)
   c.output_dir = "runs/population"
   c.cache_dir = "runs/cache"  # finished population chunks, keyed by what made them
@@ -162,8 +163,14 @@ def population_defaults() -> ml_collections.ConfigDict:
   c.data = ml_collections.ConfigDict({"name": "digits", "data_dir": None, "source_dir": None,
                                       "manual_dir": None, "download": False})
   c.pool_size = 0  # 0: the whole training split; else a stratified subset of it (seeded)
-  # The target set T ⊆ pool: all pool examples of ``classes``, else ``size`` random ones.
+  # The target set T ⊆ pool: all pool examples of ``classes``, else ``size`` random ones (the
+  # memorization protocol: ``size`` examples per stratum).
   c.target = ml_collections.ConfigDict({"classes": (), "size": 200})
+  # Memorization protocol (§7.8): mem(i) from ``models`` originals on balanced halves (a score
+  # needs ``min_models`` models with and without i); forget sets of the ``strata``.
+  c.memorization = ml_collections.ConfigDict({"models": 256, "min_models": 16,
+                                              "strata": ("low", "medium", "high")})
+  c.klom = True  # U-LiRA: KLOM against Retrain (§7.7) when Retrain is among the methods
   c.model = ml_collections.ConfigDict({"name": "mlp", "options": {}})
   # schedule: "step" (``decay`` = ((epoch, factor), ...)) or "cosine" (annealed per epoch).
   c.original = ml_collections.ConfigDict({

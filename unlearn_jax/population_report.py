@@ -1,4 +1,5 @@
-"""Tables and plots from a population experiment's results JSON (the challenge score, U-LiRA).
+"""Tables and plots from a population experiment's results JSON (the challenge score, U-LiRA
+with KLOM, memorization strata).
 
 Reads the JSON only, so a finished run's report can be regenerated at any time. A metric that is
 missing or not finite prints as "—", never as NaN.
@@ -24,7 +25,21 @@ ULIRA_COLUMNS = (
                                         ".3f"),
     ("Median ex. acc.", "vulnerability.q50", ".3f"), ("Skipped", "skipped", "d"),
     ("Forget acc. (%)", "forget_accuracy", ".1f"), ("RA (%)", "RA", ".1f"), ("TA (%)", "TA", ".1f"),
+    ("KLOM forget", "klom.forget.p95", ".2f"), ("KLOM retain", "klom.retain.p95", ".2f"),
+    ("KLOM val", "klom.val.p95", ".2f"), ("Time (s)", "seconds", ".0f"))
+# Per stratum of the memorization protocol (keys below the stratum's name).
+STRATUM_COLUMNS = (
+    ("Forget acc. (%)", "forget_accuracy", ".1f"), ("FA gap to Retrain", "forget_gap", ".1f"),
+    ("RA (%)", "RA", ".1f"), ("TA (%)", "TA", ".1f"), ("KLOM forget", "klom.forget.p95", ".2f"),
+    ("KLOM retain", "klom.retain.p95", ".2f"), ("KLOM val", "klom.val.p95", ".2f"),
     ("Time (s)", "seconds", ".0f"))
+STRATA_COLUMNS = (("Examples", "size", "d"), ("mem min", "memorization.min", ".2f"),
+                  ("mem mean", "memorization.mean", ".2f"),
+                  ("mem max", "memorization.max", ".2f"))
+KLOM_NOTE = ("KLOM: P95 over the split's examples of the KL divergence (nats) between the "
+             "margin histograms of the row's models and a reference half of Retrain's, at one "
+             "population size (docs/math.md §7.7); Retrain's cells are the noise floor, its "
+             "other half against the reference.\n")
 LIRA_COLUMNS = (("AUC", "auc", ".3f"), ("Best bal. acc.", "best_balanced_accuracy", ".3f"),
                 ("TPR@1% FPR", "tpr@1e-02fpr", ".3f"), ("TPR@0.1% FPR", "tpr@1e-03fpr", ".3f"))
 
@@ -56,6 +71,61 @@ def markdown_table(rows: dict[str, dict], columns, first: str = "Method") -> str
     lines.append(f"| {name} | " + " | ".join(_cell(_lookup(metrics, k), f)
                                              for _, k, f in columns) + " |")
   return "\n".join(lines) + "\n"
+
+
+def main_columns(results: dict) -> tuple:
+  """The main table's columns of a population run: per protocol; for memorization, forget
+  accuracy, its gap to Retrain and KLOM on the forget set per stratum."""
+  if results["protocol"] == "challenge":
+    return CHALLENGE_COLUMNS
+  if results["protocol"] == "ulira":
+    return ULIRA_COLUMNS
+  return tuple((f"{header} {s}", f"{s}.{key}", fmt) for s in results["strata"]
+               for header, key, fmt in (("FA (%)", "forget_accuracy", ".1f"),
+                                        ("FA gap", "forget_gap", ".1f"),
+                                        ("KLOM-F", "klom.forget.p95", ".2f")))
+
+
+def further_tables(results: dict) -> dict[str, tuple]:
+  """Tables beside the main one: name → (title, first column, columns, rows of metrics)."""
+  if results["protocol"] == "ulira":
+    return {"lira": ("LiRA on the originals", "LiRA",
+                     LIRA_COLUMNS, results["lira"])}
+  if results["protocol"] != "memorization":
+    return {}
+  tables = {"strata": ("Strata: memorization of their examples", "Stratum", STRATA_COLUMNS,
+                       results["strata"])}
+  for s in results["strata"]:
+    tables[s] = (f"Stratum {s}", "Method", STRATUM_COLUMNS,
+                 {n: r["metrics"][s] for n, r in results["rows"].items()})
+  return tables
+
+
+def _strata_plot(results: dict, path: pathlib.Path, plt) -> None:
+  """Forget accuracy (mean ± std over models), its gap to Retrain and KLOM forget (P95) against
+  the stratum, one line per method."""
+  strata = list(results["strata"])
+  panels = (("forget accuracy on the stratum (%)", "forget_accuracy"),
+            ("|forget acc. − Retrain's| (points)", "forget_gap"),
+            ("KLOM forget (P95, nats)", "klom.forget.p95"))
+  fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
+  for ax, (label, key) in zip(axes, panels, strict=True):
+    for name, row in results["rows"].items():
+      values = [_lookup(row["metrics"][s], key) for s in strata]
+      mean = [v["mean"] if isinstance(v, dict) else v for v in values]
+      std = [v["std"] if isinstance(v, dict) else 0.0 for v in values]
+      if all(m is None for m in mean):
+        continue
+      mean = [np.nan if m is None else m for m in mean]
+      ax.errorbar(range(len(strata)), mean, yerr=std, marker="o", capsize=3, label=name)
+    ax.set_xticks(range(len(strata)), strata)
+    ax.set_xlabel("memorization stratum")
+    ax.set_ylabel(label, fontsize=8)
+  axes[0].legend(fontsize=7)
+  fig.suptitle("Methods per memorization stratum", fontsize=9)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
 
 
 def _boxplot(series: dict[str, list], path: pathlib.Path, plt, *, xlabel: str, title: str,
@@ -96,7 +166,8 @@ def _checks_line(checks: dict) -> str:
 
 
 def write_population_report(results: dict, out: pathlib.Path) -> None:
-  """Writes ``results.md`` and the plot (``epsilon.png`` or ``vulnerability.png``) under ``out``."""
+  """Writes ``results.md`` and the plot (``epsilon.png``, ``vulnerability.png`` or
+  ``strata.png``) under ``out``."""
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
@@ -109,23 +180,30 @@ def write_population_report(results: dict, out: pathlib.Path) -> None:
           f"{hw['processor']}, {len(hw['devices'])} {hw['backend']} device(s); wall time "
           f"{results['wall_seconds']:.0f} s.\n\n")
   metrics = {n: r["metrics"] for n, r in rows.items()}
+  text += markdown_table(metrics, main_columns(results))
   if results["protocol"] == "challenge":
-    text += markdown_table(metrics, CHALLENGE_COLUMNS)
     _boxplot({n: r["epsilon"] for n, r in rows.items()}, out / "epsilon.png", plt,
              xlabel="ε per forget example (50 = cap)",
              title="Challenge score: ε per forget example (lower = closer to Retrain)")
-  else:
-    text += markdown_table(metrics, ULIRA_COLUMNS)
+  elif results["protocol"] == "ulira":
     text += _checks_line(results.get("checks", {}))
-    text += "\nLiRA on the originals (membership of the training half):\n\n"
-    text += markdown_table(results["lira"], LIRA_COLUMNS, first="LiRA")
     _boxplot({n: r["per_example_accuracy"] for n, r in rows.items()}, out / "vulnerability.png",
              plt, xlabel="per-example U-LiRA accuracy over the targets that attacked it",
              title="Per-example vulnerability (0.5 = chance, the ideal)", lines=(0.5, 0.75))
+  else:
+    mem = results["memorization"]
+    text += (f"\nMemorization from {mem['models']} models on balanced halves (a score needs "
+             f"{mem['min_models']} with and without the example), {mem['seconds']:.0f} s; "
+             f"FA: forget accuracy on the stratum, FA gap: |FA − Retrain's FA| (points).\n")
+    _strata_plot(results, out / "strata.png", plt)
+  if results["protocol"] != "challenge":
+    text += "\n" + KLOM_NOTE
+  for title, first, columns, table in further_tables(results).values():
+    text += f"\n{title}:\n\n" + markdown_table(table, columns, first=first)
   if results.get("excluded"):
     text += "\nExcluded: " + "; ".join(f"{n} ({why})" for n, why in
                                        results["excluded"].items()) + ".\n"
   write_atomic(out / "results.md", text)
 
 
-__all__ = ["markdown_table", "write_population_report"]
+__all__ = ["further_tables", "main_columns", "markdown_table", "write_population_report"]

@@ -56,7 +56,12 @@ def _caption(name: str, s: dict) -> str:
            f"device(s) (unlearn_jax {v.get('unlearn_jax')}, jax {v.get('jax')})")
   seeds = ", ".join(map(str, s["seeds"]))
   classes = " / ".join("+".join(map(str, c)) or "random" for c in s["forget_classes"])
-  if s["kind"] == "population":
+  if s["kind"] == "population" and s.get("protocol") == "memorization":
+    z = s["sizes"][0]
+    body = (f"One run (n = 1), seed {seeds}: pool {z['pool']}, {z['target']} examples per "
+            f"memorization stratum, test {z['test']}, K = {z['models']} models per population; "
+            "± is the std over the K models")
+  elif s["kind"] == "population":
     z = s["sizes"][0]
     body = (f"One run (n = 1), seed {seeds}: pool {z['pool']}, target set {z['target']} "
             f"(classes {classes}), test {z['test']}, M = {z['models']} models per population; "

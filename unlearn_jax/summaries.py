@@ -6,7 +6,8 @@ A summary is a pure function of a run's results (:func:`summarize`) with names o
 does not change when the code's internals do. Schema 1, top-level keys:
 
 * ``schema`` (1), ``experiment`` (the config's name), ``kind`` ("protocol": one model per method,
-  ``unlearn-jax run`` of an experiment config; "population": the challenge score or U-LiRA).
+  ``unlearn-jax run`` of an experiment config; "population": the challenge score, U-LiRA or the
+  memorization strata, with ``protocol``).
 * ``command``: what ``unlearn-jax`` was given (null for a run from Python); ``date``: UTC, ISO 8601.
 * ``versions``, ``hardware``: as the run recorded them; ``config``: the whole config.
 * ``seeds``: one per trial; ``forget_classes``: per trial, the forgotten (or target) classes, []
@@ -122,19 +123,16 @@ def summarize(results: dict, *, trials: list[dict] | None = None, command: str |
 
 def _population(results: dict, hparams: dict) -> dict:
   config, rows = results["config"], results["rows"]
-  columns = pr.CHALLENGE_COLUMNS if results["protocol"] == "challenge" else pr.ULIRA_COLUMNS
   models = {name: {"metrics": _by_trial([flatten(row["metrics"])]), "hparams": hparams.get(name),
                    "reads": _reads(name), "info": [_scalars(row.get("info"))]}
             for name, row in rows.items()}
-  tables = {}
-  if "lira" in results:
-    tables["lira"] = {"title": "LiRA on the originals", "first": "LiRA",
-                      "columns": _columns(pr.LIRA_COLUMNS),
-                      "rows": {n: _by_trial([flatten(m)]) for n, m in results["lira"].items()}}
+  tables = {name: {"title": title, "first": first, "columns": _columns(columns),
+                   "rows": {n: _by_trial([flatten(m)]) for n, m in table.items()}}
+            for name, (title, first, columns, table) in pr.further_tables(results).items()}
   return {"kind": "population", "protocol": results["protocol"], "seeds": [results["seed"]],
           "forget_classes": [list(config["target"]["classes"])], "sizes": [results["sizes"]],
           "excluded": results.get("excluded", {}), "wall_seconds": results.get("wall_seconds"),
-          "columns": _columns(columns), "models": models, "noise_floor": [None],
+          "columns": _columns(pr.main_columns(results)), "models": models, "noise_floor": [None],
           "checks": [results.get("checks")], "tables": tables}
 
 

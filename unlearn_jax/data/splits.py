@@ -4,7 +4,8 @@ Class unlearning forgets whole classes 𝒞_f: D_f = training examples of 𝒞_f
 D_t^f / D_t^r = test examples of forgotten / kept classes. Random (or explicit) forgetting takes
 D_f from all classes, so D_t^f is empty and D_t^r is the whole test set. The calibration set
 (attacks' held-out kept-class data, docs/math.md §3.2) is a stratified fraction of D_t^r;
-``test_heldout`` is the rest of D_t^r.
+``test_heldout`` is the rest of D_t^r. Forget sets by memorization (RUM's low / medium / high
+strata) are chosen from recorded per-example scores by :func:`memorization_strata`.
 """
 
 import dataclasses
@@ -151,3 +152,55 @@ def make_splits(
       test_retain_idx=test_retain_idx,
       calibration_idx=np.sort(test_retain_idx[calibration_idx]),
   )
+
+
+MEMORIZATION_STRATA = ("low", "medium", "high")
+
+
+def memorization_strata(scores: np.ndarray, size: int, strata=MEMORIZATION_STRATA, *,
+                        seed: int) -> dict[str, np.ndarray]:
+  """Forget sets of ``size`` examples each by memorization score (RUM, Zhao et al. NeurIPS 2024,
+  kairanzhao/RUM ``main_forget.py``; docs/math.md §7.8), a function of ``scores`` and ``seed``.
+
+  Among the examples with a finite score: "high" = the ``size`` highest, "low" = the ``size``
+  lowest, "medium" = the ``size`` closest to 0.5. They are taken in that order (high, low, medium,
+  whatever order ``strata`` lists) from the examples not yet taken, so the strata are disjoint;
+  ties are broken by a permutation from ``host_rng(seed, "memorization_strata")``.
+
+  Args:
+    scores: [N] memorization per example (NaN: not estimated).
+    size: examples per stratum.
+    strata: names from :data:`MEMORIZATION_STRATA`.
+
+  Returns:
+    stratum → sorted indices into ``scores``, in the order of ``strata``.
+
+  Raises:
+    ValueError: an unknown or repeated stratum, size < 1, or fewer than size × len(strata)
+      examples with a score.
+  """
+  strata = tuple(strata)
+  bad = [s for s in strata if s not in MEMORIZATION_STRATA]
+  if bad or not strata or len(set(strata)) != len(strata):
+    raise ValueError(f"strata: {strata}; give distinct names from "
+                     f"{', '.join(MEMORIZATION_STRATA)}.")
+  if size < 1:
+    raise ValueError(f"size: {size}; a stratum needs at least one example.")
+  scores = np.asarray(scores, np.float64)
+  eligible = np.flatnonzero(np.isfinite(scores))
+  if len(eligible) < size * len(strata):
+    raise ValueError(f"memorization: {len(eligible)} examples have a score (enough models with "
+                     f"and without them), fewer than {len(strata)} strata × {size} examples; "
+                     "use a smaller stratum size or a larger memorization population.")
+  order = seeding.host_rng(seed, "memorization_strata").permutation(eligible)
+  s = scores[order]
+  keys = {"high": -s, "low": s, "medium": np.abs(s - 0.5)}
+  taken = np.zeros(len(scores), bool)
+  chosen = {}
+  for name in ("high", "low", "medium"):
+    if name in strata:
+      ranked = order[np.argsort(keys[name], kind="stable")]
+      pick = ranked[~taken[ranked]][:size]
+      taken[pick] = True
+      chosen[name] = np.sort(pick)
+  return {name: chosen[name] for name in strata}
