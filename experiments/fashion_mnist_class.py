@@ -6,7 +6,10 @@ each (seed 0 / class 0, seed 1 / class 3, seed 2 / class 7); every method; mean 
 
 Needs the IDX files (``apt-get install dataset-fashion-mnist``, or --config.data.source_dir).
 Methods use their ``fashion_mnist`` profile (the small-CNN values with epochs set for 54,000
-retained images). About an hour per trial on a 2-core CPU (see docs/results.md).
+retained images). About an hour per trial on a 2-core CPU (see docs/results.md). Relearning on
+D_r, the weight-space predictors, ToW and unlearning inversion are on
+(:func:`~unlearn_jax.config.later_evaluations`: 200 steps of 128 retained images, about half an
+epoch of D_r; about 40 s of CPU per model).
 
 ``reference``: the same trials from the Spotter reference code's original (and Retrain) recipe,
 :func:`~unlearn_jax.config.original_reference` (SGD 0.05, momentum 0.9, weight decay 5e-4, cosine
@@ -14,11 +17,17 @@ schedule, 5 epochs, batch 128), with only what the comparison of docs/fidelity.m
 Original, Retrain and the project's Spotter; PRA at the strongest setting and at the reference's
 fixed α (0.5 / 1.0 / 0.8 for Original / Retrain / Spotter), the head's row norms and the mean
 same-class cosine of the forget features; OU@ε in our mode and in both reference modes; the
-recovery attacks; CKA to Retrain. MIA, gradient inversion and few-shot relearning are off. Not
+recovery attacks; CKA to Retrain. MIA, gradient inversion, few-shot relearning and the later
+evaluations (relearning on D_r, weight space, ToW, unlearning inversion) are off. Not
 yet timed; Retrain's three 5-epoch runs dominate.
 """
 
-from unlearn_jax.config import experiment_defaults, original_reference
+from unlearn_jax.config import (
+  LATER_EVALUATIONS,
+  experiment_defaults,
+  later_evaluations,
+  original_reference,
+)
 
 
 def get_config(arg: str | None = None):
@@ -33,6 +42,7 @@ def get_config(arg: str | None = None):
   c.trials = (0, 1, 2)
   c.trial_classes = ((0,), (3,), (7,))
   c.evaluation.inversion.models = ("original", "retrain", "ga", "spotter", "opc")
+  later_evaluations(c)
   if arg == "reference":
     original_reference(c)
     c.name = "fashion_mnist_class_reference"
@@ -41,6 +51,8 @@ def get_config(arg: str | None = None):
     c.evaluation.mia = False
     c.evaluation.inversion.enabled = False
     c.evaluation.relearn.enabled = False
+    for name in LATER_EVALUATIONS:
+      c.evaluation[name].enabled = False
     c.evaluation.ou.also = ("reference", "reference_compat")
     c.evaluation.pra.geometry = True
   elif arg is not None:

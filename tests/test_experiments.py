@@ -3,6 +3,7 @@
 import json
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 
@@ -76,6 +77,45 @@ def test_report_regenerates_from_json(quick_run, capsys):
   assert "| opc |" in capsys.readouterr().out
 
 
+
+
+def test_later_evaluations_in_the_digits_run(quick_run):
+  """Relearning on D_r, the weight-space predictors, ToW and unlearning inversion end to end on
+  real digits: Retrain's ToW is 1 and fine-tuning on D_r leaves its forget accuracy at 0; the
+  original is at distance 0 from itself and reveals no label; GA's label leaks."""
+  results = json.loads((quick_run / "results.json").read_text())
+  headers = {header for header, _, _ in results["columns"]}
+  assert {"FT(D_r) D_f", "‖θ−θ_o‖", "LMC barrier", "LMC D_f@½", "ToW (95% t)", "UIA label",
+          "UIA PSNR"} <= headers
+  original, retrain, ga = (results["models"][n]["metrics"] for n in ("original", "retrain", "ga"))
+  assert retrain["tow"] == 1.0 and 0.0 <= ga["tow"] < 1.0
+  assert retrain["relearn_retain/forget"] == retrain["acc/forget"] == 0.0
+  assert original["weight/l2"] == 0.0 and original["lmc/barrier/test"] == 0.0
+  assert retrain["weight/l2"] > ga["weight/l2"] > 0.0
+  assert original["uia/label"] is None and ga["uia/label"] == 1.0
+  assert ga["uia/psnr"] > ga["uia/init_psnr"]
+  for plot in ("relearn_retain.png", "lmc.png", "uia.png"):
+    assert (quick_run / plot).stat().st_size > 10_000
+
+
+def test_evaluate_adds_a_later_metric_to_an_older_run(quick_run, tmp_path):
+  """A run recorded before ToW existed: ``evaluate`` fills in its default and the override turns
+  it on; the kept models give the numbers the full run gave."""
+  run = tmp_path / "run"
+  shutil.copytree(quick_run, run)
+  config = json.loads((run / "config.json").read_text())
+  del config["evaluation"]["tow"]
+  (run / "config.json").write_text(json.dumps(config))
+  off = [f"--config.evaluation.{name}.enabled=False" for name in (
+      "ou", "pra", "recovery", "inversion", "relearn", "relearn_retain", "weight_space", "uia")]
+  results = runner.evaluate_run(run, [*off, "--config.evaluation.mia=False",
+                                      "--config.evaluation.representation=False",
+                                      "--config.evaluation.tow.enabled=True",
+                                      "--config.progress=False"])
+  before = json.loads((quick_run / "results.json").read_text())["models"]
+  for name, row in results["models"].items():
+    assert row["metrics"]["tow"] == before[name]["metrics"]["tow"], name
+  assert "inversion/psnr" not in results["models"]["ga"]["metrics"]
 
 
 def _numbers(tree):

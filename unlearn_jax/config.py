@@ -196,6 +196,22 @@ def population_defaults() -> ml_collections.ConfigDict:
   return c
 
 
+LATER_EVALUATIONS = ("relearn_retain", "weight_space", "tow", "uia")
+
+
+def later_evaluations(c: ml_collections.ConfigDict, *, steps: int = 200,
+                      eval_every: int = 40) -> ml_collections.ConfigDict:
+  """Turns on relearning on D_r (``steps`` of 128 retained images, forget accuracy every
+  ``eval_every``), the weight-space predictors, ToW and unlearning inversion (docs/math.md
+  §6.5–6.8). The Fashion-MNIST configs' bound: 200 steps are about half an epoch of 54,000
+  retained images (the reference code runs 10 epochs), about 30 s of CPU per small-CNN model."""
+  for name in LATER_EVALUATIONS:
+    c.evaluation[name].enabled = True
+  c.evaluation.relearn_retain.steps = steps
+  c.evaluation.relearn_retain.eval_every = eval_every
+  return c
+
+
 def resnet18_reference(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """ResNet-18 with the Spotter reference code's recipe (docs/math.md §1.3) and the published
   (``resnet18``) method profile: SGD 0.1, momentum 0, wd 5e-4, 200 epochs, ×0.2 at epochs

@@ -9,6 +9,7 @@ import pathlib
 
 import numpy as np
 
+from unlearn_jax import summaries
 from unlearn_jax.checkpoint import read_json, write_atomic
 from unlearn_jax.evaluation import registry, suite
 
@@ -17,13 +18,12 @@ FEATURE_MODELS = ("original", "retrain", "ft", "ga", "spotter", "opc")
 
 
 def _cell(value, fmt: str) -> str:
-  if value is None or (isinstance(value, float) and not np.isfinite(value)):
-    return "—"
+  """A results value (one trial's, or the aggregate's {"mean", "std", "values"}) as the
+  summaries' :func:`~unlearn_jax.summaries.cell` writes it (mean ± std, or a "t:" column's
+  t-interval)."""
   if isinstance(value, dict) and "mean" not in value:  # words, one per trial
     return " / ".join(_cell(v, fmt) for v in value["values"])
-  if isinstance(value, dict):  # mean ± std over seeds
-    return f"{value['mean']:{fmt}} ± {value['std']:{fmt}}"
-  return f"{value:{fmt}}"
+  return summaries.cell(value["values"] if isinstance(value, dict) else [value], fmt)
 
 
 def columns(settings=None) -> tuple[tuple[str, str, str], ...]:

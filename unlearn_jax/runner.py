@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 from unlearn_jax import checkpoint as ckpt_lib
 from unlearn_jax import config as config_lib
 from unlearn_jax import distributed, report, runs, summaries
-from unlearn_jax.evaluation import suite
+from unlearn_jax.evaluation import registry, suite
 from unlearn_jax.experiment import (
   Experiment,
   evaluation_settings,
@@ -184,7 +184,8 @@ def evaluate_run(run_dir: str | pathlib.Path, overrides=()) -> dict:
     run_dir: the run's ``output_dir`` (holding ``config.json`` and ``models/``).
     overrides: ``--config.evaluation.X=value`` (or ``progress``) items; the recorded config is
       otherwise unchanged, so every model is the one the run kept (each is evaluated again with
-      the new settings).
+      the new settings). Metrics registered after the run was made join with their defaults,
+      so ``--config.evaluation.tow.enabled=True`` adds ToW to an older run.
 
   Raises:
     FileNotFoundError: no recorded config, or a model the config needs is not kept (names it).
@@ -197,6 +198,10 @@ def evaluate_run(run_dir: str | pathlib.Path, overrides=()) -> dict:
     if not text.startswith(allowed):
       raise ValueError(f"evaluate: {item!r} would change the models; only "
                        "--config.evaluation.* and --config.progress may be overridden.")
+  with config.unlocked():  # metrics registered after the run was made: their defaults (off or on)
+    for name, value in registry.defaults().items():
+      if name not in config.evaluation:
+        config.evaluation[name] = value
   config = config_lib.apply_overrides(config, overrides)
   with config.unlocked():
     config.output_dir = str(pathlib.Path(run_dir).absolute())

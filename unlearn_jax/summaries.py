@@ -32,6 +32,7 @@ import pathlib
 import shutil
 
 import numpy as np
+from scipy import stats
 
 from unlearn_jax import population_report as pr
 from unlearn_jax.checkpoint import read_json, write_atomic
@@ -39,6 +40,7 @@ from unlearn_jax.methods import METHODS
 
 SCHEMA = 1
 SUMMARY = "summary.json"
+INTERVAL = "t:"  # a column format with this prefix shows mean ± 95 % t half-width over trials
 RESULTS_DIR = "results"
 
 
@@ -217,6 +219,28 @@ def present(values: list) -> list:
   return out
 
 
+def t_interval(values, confidence: float = 0.95) -> tuple[float, float]:
+  """(mean, half-width) of the Student-t interval of the mean over trials: x̄ ± t_{(1+c)/2, n−1}
+  · s / √n, s the sample standard deviation (ddof 1); the half-width is 0 for one value (RUM's
+  ToW intervals, scipy's ``stats.t.interval``).
+
+  Raises:
+    ValueError: no value, or ``confidence`` outside (0, 1).
+
+  >>> [round(v, 4) for v in t_interval([0.9, 0.8, 0.7])]  # 0.8 ± 4.3027 · 0.1 / √3
+  [0.8, 0.2484]
+  """
+  if not 0.0 < confidence < 1.0:
+    raise ValueError(f"confidence: {confidence}; allowed (0, 1).")
+  x = np.asarray(values, np.float64)
+  if x.size == 0:
+    raise ValueError("values: no value to summarise.")
+  if x.size == 1:
+    return float(x[0]), 0.0
+  half = stats.t.ppf(0.5 + confidence / 2, x.size - 1) * x.std(ddof=1) / np.sqrt(x.size)
+  return float(x.mean()), float(half)
+
+
 def _number(x: float, fmt: str) -> str:
   if fmt == "d" and not float(x).is_integer():
     fmt = ".1f"
@@ -226,13 +250,18 @@ def _number(x: float, fmt: str) -> str:
 def cell(values: list, fmt: str) -> str:
   """One table cell from a metric's per-trial values: the value (one trial), mean ± std
   (population std over trials), words joined by " / ", "—" when nothing was measured, and
-  "(k/n)" when only k of n trials measured it.
+  "(k/n)" when only k of n trials measured it. A format beginning with :data:`INTERVAL` ("t:")
+  shows mean ± the 95 % Student-t half-width over trials (:func:`t_interval`) instead of the std.
 
   >>> cell([90.0, 92.0], ".1f"), cell([0.5], ".2f"), cell([{"mean": 0.5, "std": 0.1}], ".2f")
   ('91.0 ± 1.0', '0.50', '0.50 ± 0.10')
   >>> cell([None, 4.0, 6.0], ".1f"), cell(["α=0.60 K=5 cos", None], "s")
   ('5.0 ± 1.0 (2/3)', 'α=0.60 K=5 cos / —')
+  >>> cell([0.9, 0.8, 0.7], "t:.3f"), cell([0.9], "t:.3f")
+  ('0.800 ± 0.248', '0.900')
   """
+  interval = fmt.startswith(INTERVAL)
+  fmt = fmt.removeprefix(INTERVAL)
   measured = present(values)
   if not measured:
     return "—"
@@ -244,8 +273,9 @@ def cell(values: list, fmt: str) -> str:
     v = values[0]
     return (f"{_number(v['mean'], fmt)} ± {_number(v['std'] or 0.0, fmt)}" if _spread(v)
             else _number(v, fmt))
+  centre, spread = t_interval(measured) if interval else (np.mean(measured), np.std(measured))
   text = (_number(measured[0], fmt) if len(measured) == 1 else
-          f"{_number(np.mean(measured), fmt)} ± {_number(np.std(measured), fmt)}")
+          f"{_number(centre, fmt)} ± {_number(spread, fmt)}")
   return text + (f" ({len(measured)}/{len(values)})" if len(measured) < len(values) else "")
 
 
@@ -275,7 +305,8 @@ def markdown_table(summary: dict, table: str | None = None) -> str:
 
 def numbers(summary: dict) -> list[float]:
   """Every number a summary's tables and floors hold, with each metric's mean and std over
-  trials (what a hand-written reading may quote)."""
+  trials, and mean and t half-width of the "t:" columns (what a hand-written reading may
+  quote)."""
   out: list[float] = []
 
   def add(values):
@@ -285,9 +316,14 @@ def numbers(summary: dict) -> list[float]:
     if len(measured) > 1:
       out.extend((float(np.mean(measured)), float(np.std(measured))))
 
+  intervals = [c["key"] for c in summary["columns"] if c["format"].startswith(INTERVAL)]
   for model in summary["models"].values():
     for values in model["metrics"].values():
       add(values)
+    for key in intervals:
+      measured = [v for v in present(model["metrics"].get(key, [])) if isinstance(v, int | float)]
+      if len(measured) > 1:
+        out.extend(t_interval(measured))
   for spec in summary.get("tables", {}).values():
     for metrics in spec["rows"].values():
       for values in metrics.values():
@@ -299,6 +335,6 @@ def numbers(summary: dict) -> list[float]:
   return out
 
 
-__all__ = ["SCHEMA", "SUMMARY", "absolute_paths", "cell", "dumps", "flatten", "load_summaries",
-           "markdown_table", "numbers", "present", "read_summary", "record", "set_command",
-           "summarize", "write_summary"]
+__all__ = ["INTERVAL", "SCHEMA", "SUMMARY", "absolute_paths", "cell", "dumps", "flatten",
+           "load_summaries", "markdown_table", "numbers", "present", "read_summary", "record",
+           "set_command", "summarize", "t_interval", "write_summary"]

@@ -323,10 +323,11 @@ def _evaluate(model: Model, params, model_state, context, settings: InversionSet
                          "ssim": float(inv["ssim_mean"])}})
 
 
-def plot_inversion(models: dict, path, plt) -> None:
-  """A grid of the true forget images and every inverted model's reconstructions."""
-  runs = {n: m["details"]["inversion"] for n, m in models.items()
-          if "inversion" in m.get("details", {})}
+def plot_inversion(models: dict, path, plt, *, key: str = "inversion",
+                   title: str = "Gradient inversion of forget images") -> None:
+  """A grid of the true forget images and every inverted model's reconstructions
+  (``details[key]``)."""
+  runs = {n: m["details"][key] for n, m in models.items() if key in m.get("details", {})}
   if not runs:
     return
   truth = np.asarray(next(iter(runs.values()))["truth"])
@@ -343,7 +344,7 @@ def plot_inversion(models: dict, path, plt) -> None:
       ax.set_xticks([])
       ax.set_yticks([])
     axes[r][0].set_ylabel(label, fontsize=7, rotation=0, ha="right", va="center")
-  fig.suptitle("Gradient inversion of forget images")
+  fig.suptitle(title)
   fig.tight_layout()
   fig.savefig(path, dpi=110)
   plt.close(fig)

@@ -34,7 +34,8 @@ NEEDS = ("retrain", "classes", "original")
 # Built-in metric name → its module under unlearn_jax.evaluation, in the table's column order.
 BUILTIN = {"mia": "mia", "ou": "over_unlearning", "pra": "prototypes", "recovery": "recovery",
            "inversion": "inversion", "representation": "representation",
-           "relearn": "relearning"}
+           "relearn": "relearning", "relearn_retain": "retain_relearning",
+           "weight_space": "weight_space", "tow": "tow", "uia": "unlearning_inversion"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,6 +67,8 @@ class Metric:
     named: ``evaluate`` also takes ``name=`` (the model's name: "original", "retrain", a
       method, or None), for a metric whose setting depends on the model (PRA's reference α).
     more_columns: ``settings -> columns`` that only some settings add (OU@ε's further modes).
+    outputs: ``evaluate`` also takes ``outputs=``, the model's accuracies the suite has already
+      measured (``acc/<set>``, UA, RA, TA), for a metric computed from them (ToW).
   """
 
   name: str
@@ -78,6 +81,7 @@ class Metric:
   plot: tuple[str, Callable[..., None]] | None = None
   named: bool = False
   more_columns: Callable[[Settings], tuple[tuple[str, str, str], ...]] | None = None
+  outputs: bool = False
 
 
 _METRICS: dict[str, Metric] = {}

@@ -107,7 +107,8 @@ def evaluate_model(model: Model, params, model_state, context: Context, *,
   """
   settings = _settings(settings)
   splits = context.splits
-  metrics: dict[str, Any] = accuracies(model, params, model_state, splits)
+  outputs = accuracies(model, params, model_state, splits)
+  metrics: dict[str, Any] = dict(outputs)
   details: dict[str, Any] = {}
   if not splits.forget_classes:
     metrics["acc/test_forget"] = None
@@ -115,9 +116,10 @@ def evaluate_model(model: Model, params, model_state, context: Context, *,
           if settings[m.name].enabled and _met(m, splits, context.original, context.retrains)
           and name in getattr(settings[m.name], "models", (name,))]
   for metric in _bar(todo, f"evaluating {name or 'the model'}", progress):
-    named = {"name": name} if metric.named else {}
+    extra = ({"name": name} if metric.named else {}) | (
+        {"outputs": outputs} if metric.outputs else {})
     values, more = metric.evaluate(model, params, model_state, context, settings[metric.name],
-                                   seed=seed, **named)
+                                   seed=seed, **extra)
     metrics |= values
     details |= more
   if context.retrain_metrics is not None and "MIA" in metrics:
