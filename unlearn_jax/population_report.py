@@ -58,13 +58,16 @@ def markdown_table(rows: dict[str, dict], columns, first: str = "Method") -> str
   return "\n".join(lines) + "\n"
 
 
-def _boxplot(series: dict[str, list], path: pathlib.Path, plt, *, xlabel: str, title: str,
+def _boxplot(series: dict[str, list], path: pathlib.Path, *, xlabel: str, title: str,
              lines: tuple[float, ...] = ()) -> None:
+  from matplotlib.figure import Figure
+
   names = [n for n, v in series.items() if any(x is not None for x in v)]
   if not names:
     return
   data = [np.asarray([x for x in series[n] if x is not None], np.float64) for n in names]
-  fig, ax = plt.subplots(figsize=(7, 0.45 * len(names) + 1.4))
+  fig = Figure(figsize=(7, 0.45 * len(names) + 1.4))
+  ax = fig.subplots()
   ax.boxplot(data, orientation="horizontal", tick_labels=names, showfliers=False)
   rng = np.random.default_rng(0)  # jitter of the plotted points only
   for i, values in enumerate(data, 1):
@@ -76,7 +79,6 @@ def _boxplot(series: dict[str, list], path: pathlib.Path, plt, *, xlabel: str, t
   ax.set_title(title, fontsize=9)
   fig.tight_layout()
   fig.savefig(path, dpi=110)
-  plt.close(fig)
 
 
 def _checks_line(checks: dict) -> str:
@@ -97,10 +99,6 @@ def _checks_line(checks: dict) -> str:
 
 def write_population_report(results: dict, out: pathlib.Path) -> None:
   """Writes ``results.md`` and the plot (``epsilon.png`` or ``vulnerability.png``) under ``out``."""
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-
   out, sizes, hw = pathlib.Path(out), results["sizes"], results["hardware"]
   rows = results["rows"]
   text = (f"# {results['config']['name']} ({results['protocol']})\n\n"
@@ -111,7 +109,7 @@ def write_population_report(results: dict, out: pathlib.Path) -> None:
   metrics = {n: r["metrics"] for n, r in rows.items()}
   if results["protocol"] == "challenge":
     text += markdown_table(metrics, CHALLENGE_COLUMNS)
-    _boxplot({n: r["epsilon"] for n, r in rows.items()}, out / "epsilon.png", plt,
+    _boxplot({n: r["epsilon"] for n, r in rows.items()}, out / "epsilon.png",
              xlabel="ε per forget example (50 = cap)",
              title="Challenge score: ε per forget example (lower = closer to Retrain)")
   else:
@@ -120,7 +118,7 @@ def write_population_report(results: dict, out: pathlib.Path) -> None:
     text += "\nLiRA on the originals (membership of the training half):\n\n"
     text += markdown_table(results["lira"], LIRA_COLUMNS, first="LiRA")
     _boxplot({n: r["per_example_accuracy"] for n, r in rows.items()}, out / "vulnerability.png",
-             plt, xlabel="per-example U-LiRA accuracy over the targets that attacked it",
+             xlabel="per-example U-LiRA accuracy over the targets that attacked it",
              title="Per-example vulnerability (0.5 = chance, the ideal)", lines=(0.5, 0.75))
   if results.get("excluded"):
     text += "\nExcluded: " + "; ".join(f"{n} ({why})" for n, why in
