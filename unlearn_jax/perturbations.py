@@ -32,7 +32,11 @@ KINDS = ("pgd", "gaussian")
 
 @dataclasses.dataclass(frozen=True)
 class PerturbationConfig:
-  """How to perturb. ``beta``/``beta_quantile`` keep only x̃ with |m_y(x̃; θ_o)| ≤ β."""
+  """How to perturb. ``beta``/``beta_quantile`` keep only x̃ with |m_y(x̃; θ_o)| ≤ β.
+
+  The defaults are Spotter's training set Ã (``methods.spotter.PGD``, no β filter); OU@ε's sets
+  add ``beta_quantile=0.5`` (``evaluation.over_unlearning.EVAL_PGD``).
+  """
 
   kind: str = "pgd"
   mode: str = "targeted_boundary"
