@@ -155,7 +155,8 @@ def main(argv=None) -> None:
   theta_u = (result.params, result.model_state)
 
   start = clocks()
-  ou = ou_metrics(model, theta_o, theta_u, sets, splits.forget_classes)
+  ou = ou_metrics(model, *theta_u, sets, original=theta_o,
+                  forget_classes=splits.forget_classes)
   times["OU@ε (PGD, Gaussian)"] = since(start)
 
   start = clocks()

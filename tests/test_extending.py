@@ -34,9 +34,11 @@ def test_the_tutorials_method_and_metric_run_from_their_own_files(tmp_path, data
            "--config.evaluation.inversion.enabled=False", "--config.progress=False",
            f"--config.data.data_dir={data_dir}", f"--config.cache_dir={tmp_path / 'cache'}",
            "--config.compilation_cache=False"]
-  run = subprocess.run([sys.executable, "-m", "unlearn_jax.cli", *_command(), *quick],
-                       cwd=tmp_path, capture_output=True, text=True, timeout=900)
+  run = subprocess.run([sys.executable, "-W", "error::ResourceWarning", "-m", "unlearn_jax.cli",
+                        *_command(), *quick], cwd=tmp_path, capture_output=True, text=True,
+                       timeout=900)
   assert run.returncode == 0, run.stderr[-3000:]
+  assert "ResourceWarning" not in run.stderr, run.stderr[-3000:]  # nothing left unclosed
   results = json.loads((tmp_path / "runs" / "my_experiment" / "results.json").read_text())
   assert list(results["models"]) == ["original", "spotter", "spotter_contract"]
   assert results["config"]["hparams"]["spotter_contract"] == {"lambda3": 0.5, "epochs": 2}

@@ -128,14 +128,16 @@ def test_beta_filter_keeps_a_subset_of_the_same_draw_from_one_program(digits_mod
 
 
 def test_ou_of_the_original_against_itself_is_large(digits_model, digits_original, sets):
-  result = ou_metrics(digits_model, digits_original, digits_original, sets, (0,))
+  result = ou_metrics(digits_model, *digits_original, sets, original=digits_original,
+                      forget_classes=(0,))
   assert set(result) == {"OU/pgd", "OU/gaussian"}
   assert all(0.3 < v <= LN2 for v in result.values())  # θ_o still predicts class 0 there
 
 
 def test_ou_of_the_masked_teacher_is_zero(digits_model, digits_original, masked_teacher, sets):
   for data in sets.values():
-    assert ou_at_eps(digits_model, digits_original, masked_teacher, data, (0,)) < 1e-4
+    assert ou_at_eps(digits_model, *masked_teacher, data, original=digits_original,
+                     forget_classes=(0,)) < 1e-4
 
 
 def test_reference_compat_keeps_every_sample(digits_model, digits_original, splits):
@@ -217,9 +219,10 @@ def test_bad_inputs_name_the_field(digits_model, digits_original, digits, sets):
   with pytest.raises(ValueError, match="forget"):
     ou_sets(digits_model, *digits_original, empty, jax.random.key(0))
   with pytest.raises(ValueError, match="perturbed"):
-    ou_at_eps(digits_model, digits_original, digits_original, empty, (0,))
+    ou_at_eps(digits_model, *digits_original, empty, original=digits_original, forget_classes=(0,))
   with pytest.raises(ValueError, match="forget_classes"):
-    ou_at_eps(digits_model, digits_original, digits_original, sets["pgd"], (10,))
+    ou_at_eps(digits_model, *digits_original, sets["pgd"], original=digits_original,
+              forget_classes=(10,))
   with pytest.raises(ValueError, match="forget_classes"):
     forget_mask(range(10), 10)
   with pytest.raises(ValueError, match="original_logits"):

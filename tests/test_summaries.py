@@ -103,7 +103,7 @@ def test_record_copies_the_summary_and_checks_its_schema(tmp_path, capsys):
   assert cli.main(["record", str(run), "--root", str(tmp_path / "repo")]) == 0
   recorded = tmp_path / "repo" / "results" / "toy.json"
   assert summaries.read_summary(recorded)["command"] == "unlearn-jax run experiments/toy.py"
-  assert "recorded" in capsys.readouterr().out
+  assert "recorded" in capsys.readouterr().err  # a message, through the unlearn_jax logger
   assert summaries.load_summaries(tmp_path / "repo") == {"toy": summaries.read_summary(recorded)}
   recorded.write_text(json.dumps({**s, "schema": 2}))
   with pytest.raises(ValueError, match="schema 2; this code reads schema 1"):

@@ -17,6 +17,10 @@ all cores, and GPU kernels are deterministic (reruns are bit-identical); set XLA
 (e.g. ``--xla_force_host_platform_device_count=1``, ``--xla_gpu_deterministic_ops=false``) to
 change either.
 
+Messages (what was written, warnings, errors) go through the ``unlearn_jax`` logger to stderr;
+results (tables, JSON) to stdout; progress bars are drawn because the configs ask for them
+(``config.progress``; library functions draw none unless given ``progress=True``).
+
 Multi-process (docs/multihost.md): start the same command once per host with ``--distributed``
 (JAX detects Cloud TPU, SLURM, Open MPI) or with ``--coordinator HOST:PORT --num-processes N
 --process-id I`` (or the UNLEARN_JAX_* variables); every process must get the same config.
@@ -24,10 +28,30 @@ Multi-process (docs/multihost.md): start the same command once per host with ``-
 
 import argparse
 import json
+import logging
 import os
 import pathlib
 import shlex
 import sys
+
+LOG = logging.getLogger("unlearn_jax")
+
+
+class _Messages(logging.Handler):
+  """Writes ``unlearn-jax: message`` (warnings and errors: ``unlearn-jax: warning: message``) to
+  the current ``sys.stderr``."""
+
+  def emit(self, record: logging.LogRecord) -> None:
+    level = "" if record.levelno < logging.WARNING else f"{record.levelname.lower()}: "
+    print(f"unlearn-jax: {level}{record.getMessage()}", file=sys.stderr)
+
+
+def _show_messages() -> None:
+  """The ``unlearn_jax`` logger's INFO and above on stderr (one handler per process)."""
+  if not any(isinstance(h, _Messages) for h in LOG.handlers):
+    LOG.addHandler(_Messages())
+  LOG.setLevel(logging.INFO)
+  LOG.propagate = False
 
 
 def _default_xla_flags() -> None:
@@ -108,9 +132,9 @@ def _docs(args) -> int:
     return 1 if differences else 0
   problems = results_docs.write_docs(args.root)
   for line in problems:
-    print(line, file=sys.stderr)
-  print(f"wrote {results_docs.RESULTS}, {results_docs.CLAIMS}, {results_docs.HPARAMS} and "
-        f"their plots under {os.path.abspath(args.root)}")
+    LOG.error(line)
+  LOG.info(f"wrote {results_docs.RESULTS}, {results_docs.CLAIMS}, {results_docs.HPARAMS} and "
+           f"their plots under {os.path.abspath(args.root)}")
   return 1 if problems else 0
 
 
@@ -120,9 +144,9 @@ def _record(args) -> int:
   target = summaries.record(args.run_dir, args.root)
   paths = summaries.absolute_paths(summaries.read_summary(target))
   if paths:
-    print(f"unlearn-jax: warning: {target} holds absolute paths ({', '.join(paths)}); they would "
-          "be committed with it.", file=sys.stderr)
-  print(f"recorded {target}; now run `unlearn-jax report --docs` and commit both.")
+    LOG.warning(f"{target} holds absolute paths ({', '.join(paths)}); they would be committed "
+                "with it.")
+  LOG.info(f"recorded {target}; now run `unlearn-jax report --docs` and commit both.")
   return 0
 
 
@@ -135,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
   elif unknown:
     _parser().error(f"unrecognized arguments: {' '.join(unknown)}")
   _default_xla_flags()
+  _show_messages()
   from unlearn_jax import checkpoint, distributed, report, runner
   from unlearn_jax import config as config_lib
 
@@ -184,8 +209,8 @@ def main(argv: list[str] | None = None) -> int:
         summaries.set_command(config.output_dir, " ".join(["unlearn-jax", *map(shlex.quote,
                                                                             argv)]))
         print(pathlib.Path(config.output_dir, "results.md").read_text())
-        print(f"wrote {os.path.abspath(config.output_dir)}/results.json, results.md, "
-              "summary.json and plots")
+        LOG.info(f"wrote {os.path.abspath(config.output_dir)}/results.json, results.md, "
+                 "summary.json and plots")
       return 0 if results else 1
     exp = runner.Experiment(config)
     from unlearn_jax.evaluation.outputs import accuracy
@@ -202,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
       print(json.dumps(summary))
     return 0
   except (ValueError, FileNotFoundError, ImportError, TimeoutError) as e:
-    print(f"unlearn-jax: error: {e}", file=sys.stderr)
+    LOG.error(str(e))
     return 2
 
 

@@ -3,7 +3,8 @@
 A config file is a Python file defining ``get_config(arg=None) -> ConfigDict`` (the big_vision /
 Flax-examples convention). ``load_config("experiments/digits.py:quick", ["--config.seed=3"])``
 loads it with ``arg="quick"`` and applies the overrides; the result is locked, so an unknown key
-is an error naming the key.
+is an error naming the key. A bare name (``"digits"``, ``"digits:quick"``) is a config shipped with
+the package (:data:`EXPERIMENTS_DIR`), so an installed package runs them from any directory.
 """
 
 import ast
@@ -16,7 +17,11 @@ import ml_collections
 from unlearn_jax.evaluation import registry
 from unlearn_jax.methods import METHODS
 
-EXPERIMENTS_DIR = pathlib.Path(__file__).resolve().parent.parent / "experiments"
+_PACKAGE = pathlib.Path(__file__).resolve().parent
+# The configs shipped with an installed package (unlearn_jax/experiments), or, in a checkout,
+# experiments/ beside the package (the same files: pyproject.toml maps one to the other).
+EXPERIMENTS_DIR = next((d for d in (_PACKAGE / "experiments", _PACKAGE.parent / "experiments")
+                        if d.is_dir()), _PACKAGE.parent / "experiments")
 
 
 def _resolve(spec: str) -> tuple[pathlib.Path, str | None]:

@@ -32,7 +32,11 @@ KINDS = ("pgd", "gaussian")
 
 @dataclasses.dataclass(frozen=True)
 class PerturbationConfig:
-  """How to perturb. ``beta``/``beta_quantile`` keep only x̃ with |m_y(x̃; θ_o)| ≤ β."""
+  """How to perturb. ``beta``/``beta_quantile`` keep only x̃ with |m_y(x̃; θ_o)| ≤ β.
+
+  The defaults are Spotter's training set Ã (``methods.spotter.PGD``, no β filter); OU@ε's sets
+  add ``beta_quantile=0.5`` (``evaluation.over_unlearning.EVAL_PGD``).
+  """
 
   kind: str = "pgd"
   mode: str = "targeted_boundary"
@@ -73,11 +77,20 @@ def runner_up_target(logits: jax.Array, labels: jax.Array) -> jax.Array:
 
 
 def _spaces(model: Model, mode: str):
-  """(to_space, from_space): pixel space is the identity, reference_compat normalises."""
+  """(to_space, from_space): pixel space is the identity, reference_compat normalises with the
+  model's ``normalization``.
+
+  Raises:
+    ValueError: reference_compat for a model that does not state its normalisation.
+  """
   if mode != "reference_compat":
     return (lambda x: x), (lambda z: z)
-  mean = jnp.asarray(model.module.mean).reshape(1, 1, 1, -1)
-  std = jnp.asarray(model.module.std).reshape(1, 1, 1, -1)
+  if model.normalization is None:
+    raise ValueError(f"perturbation.mode: 'reference_compat' works in the normalised space of "
+                     f"the model's inputs, and model '{model.name}' states no normalisation; "
+                     "build it with Model.from_module(..., mean=, std=) or use mode "
+                     "'targeted_boundary' or 'reference'.")
+  mean, std = (jnp.asarray(v).reshape(1, 1, 1, -1) for v in model.normalization)
   return (lambda x: (x - mean) / std), (lambda z: z * std + mean)
 
 
@@ -146,9 +159,11 @@ def perturbed_set(model: Model, params, model_state, data: ArrayDataset, key: ja
   devices (small ones: PGD's program stays in cache on CPU, docs/performance.md).
 
   Raises:
-    ValueError: an invalid config, or a β filter that keeps no example.
+    ValueError: an invalid config, mode "reference_compat" for a model without
+      ``normalization``, or a β filter that keeps no example.
   """
   config.validate()
+  _spaces(model, config.mode)  # reference_compat without a normalisation fails before any work
   # The β filter runs on the host: configs that differ only in it share one compiled program.
   program = _perturb_fn(model, dataclasses.replace(config, beta=None, beta_quantile=None))
   images, margins = sharding.map_batches(program, data, batch_size=batch_size,

@@ -101,14 +101,17 @@ def further_tables(results: dict) -> dict[str, tuple]:
   return tables
 
 
-def _strata_plot(results: dict, path: pathlib.Path, plt) -> None:
+def _strata_plot(results: dict, path: pathlib.Path) -> None:
   """Forget accuracy (mean ± std over models), its gap to Retrain and KLOM forget (P95) against
   the stratum, one line per method."""
   strata = list(results["strata"])
   panels = (("forget accuracy on the stratum (%)", "forget_accuracy"),
             ("|forget acc. − Retrain's| (points)", "forget_gap"),
             ("KLOM forget (P95, nats)", "klom.forget.p95"))
-  fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
+  from matplotlib.figure import Figure
+
+  fig = Figure(figsize=(12, 3.6))
+  axes = fig.subplots(1, 3)
   for ax, (label, key) in zip(axes, panels, strict=True):
     for name, row in results["rows"].items():
       values = [_lookup(row["metrics"][s], key) for s in strata]
@@ -125,16 +128,18 @@ def _strata_plot(results: dict, path: pathlib.Path, plt) -> None:
   fig.suptitle("Methods per memorization stratum", fontsize=9)
   fig.tight_layout()
   fig.savefig(path, dpi=110)
-  plt.close(fig)
 
 
-def _boxplot(series: dict[str, list], path: pathlib.Path, plt, *, xlabel: str, title: str,
+def _boxplot(series: dict[str, list], path: pathlib.Path, *, xlabel: str, title: str,
              lines: tuple[float, ...] = ()) -> None:
+  from matplotlib.figure import Figure
+
   names = [n for n, v in series.items() if any(x is not None for x in v)]
   if not names:
     return
   data = [np.asarray([x for x in series[n] if x is not None], np.float64) for n in names]
-  fig, ax = plt.subplots(figsize=(7, 0.45 * len(names) + 1.4))
+  fig = Figure(figsize=(7, 0.45 * len(names) + 1.4))
+  ax = fig.subplots()
   ax.boxplot(data, orientation="horizontal", tick_labels=names, showfliers=False)
   rng = np.random.default_rng(0)  # jitter of the plotted points only
   for i, values in enumerate(data, 1):
@@ -146,7 +151,6 @@ def _boxplot(series: dict[str, list], path: pathlib.Path, plt, *, xlabel: str, t
   ax.set_title(title, fontsize=9)
   fig.tight_layout()
   fig.savefig(path, dpi=110)
-  plt.close(fig)
 
 
 def _checks_line(checks: dict) -> str:
@@ -168,10 +172,6 @@ def _checks_line(checks: dict) -> str:
 def write_population_report(results: dict, out: pathlib.Path) -> None:
   """Writes ``results.md`` and the plot (``epsilon.png``, ``vulnerability.png`` or
   ``strata.png``) under ``out``."""
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-
   out, sizes, hw = pathlib.Path(out), results["sizes"], results["hardware"]
   rows = results["rows"]
   text = (f"# {results['config']['name']} ({results['protocol']})\n\n"
@@ -182,20 +182,20 @@ def write_population_report(results: dict, out: pathlib.Path) -> None:
   metrics = {n: r["metrics"] for n, r in rows.items()}
   text += markdown_table(metrics, main_columns(results))
   if results["protocol"] == "challenge":
-    _boxplot({n: r["epsilon"] for n, r in rows.items()}, out / "epsilon.png", plt,
+    _boxplot({n: r["epsilon"] for n, r in rows.items()}, out / "epsilon.png",
              xlabel="ε per forget example (50 = cap)",
              title="Challenge score: ε per forget example (lower = closer to Retrain)")
   elif results["protocol"] == "ulira":
     text += _checks_line(results.get("checks", {}))
     _boxplot({n: r["per_example_accuracy"] for n, r in rows.items()}, out / "vulnerability.png",
-             plt, xlabel="per-example U-LiRA accuracy over the targets that attacked it",
+             xlabel="per-example U-LiRA accuracy over the targets that attacked it",
              title="Per-example vulnerability (0.5 = chance, the ideal)", lines=(0.5, 0.75))
   else:
     mem = results["memorization"]
     text += (f"\nMemorization from {mem['models']} models on balanced halves (a score needs "
              f"{mem['min_models']} with and without the example), {mem['seconds']:.0f} s; "
              f"FA: forget accuracy on the stratum, FA gap: |FA − Retrain's FA| (points).\n")
-    _strata_plot(results, out / "strata.png", plt)
+    _strata_plot(results, out / "strata.png")
   if results["protocol"] != "challenge":
     text += "\n" + KLOM_NOTE
   for title, first, columns, table in further_tables(results).values():

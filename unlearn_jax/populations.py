@@ -145,7 +145,7 @@ def run_population(build: Callable[[int], Plan], key_fn: Callable[[int], jax.Arr
                    memory_budget: int | None = None,
                    checkpoint_dir: str | os.PathLike | None = None, run_key: str = "",
                    mesh: jax.sharding.Mesh | None = None,
-                   progress: bool = True) -> tuple[Any, Any, float, dict]:
+                   progress: bool = False) -> tuple[Any, Any, float, dict]:
   """Runs the plans ``build(k)`` with keys ``key_fn(k)``, k < ``count``, chunk by chunk.
 
   Args:

@@ -45,11 +45,14 @@ def markdown_table(rows: dict[str, dict], table_columns=None) -> str:
   return "\n".join(lines) + "\n"
 
 
-def _plot_features(models: dict, path: pathlib.Path, plt) -> None:
+def _plot_features(models: dict, path: pathlib.Path) -> None:
+  from matplotlib.figure import Figure
+
   names = [n for n in FEATURE_MODELS if n in models and "projection" in models[n]["details"]]
   if not names:
     return
-  fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3.2), squeeze=False)
+  fig = Figure(figsize=(3.2 * len(names), 3.2))
+  axes = fig.subplots(1, len(names), squeeze=False)
   for ax, name in zip(axes[0], names, strict=True):
     proj = models[name]["details"]["projection"]
     kept = np.asarray(proj["test_retain"]["xy"])
@@ -64,15 +67,10 @@ def _plot_features(models: dict, path: pathlib.Path, plt) -> None:
   fig.suptitle("Penultimate features, 2-D PCA (× = forget set, colours = kept test classes)")
   fig.tight_layout()
   fig.savefig(path, dpi=110)
-  plt.close(fig)
 
 
 def write_report(results: dict, out: pathlib.Path) -> None:
   """Writes ``results.md`` and the PNG plots under ``out``."""
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-
   out = pathlib.Path(out)
   models = results["models"]
   rows = {n: m["metrics"] for n, m in models.items()}
@@ -85,11 +83,11 @@ def write_report(results: dict, out: pathlib.Path) -> None:
             f"{len(results['hardware']['devices'])} {results['hardware']['backend']} device(s); "
             f"wall time {results.get('wall_seconds', float('nan')):.0f} s.\n\n")
   write_atomic(out / "results.md", header + markdown_table(rows, results.get("columns")))
-  _plot_features(models, out / "features.png", plt)
+  _plot_features(models, out / "features.png")
   for metric in registry.metrics():
     if metric.plot:
       name, plot = metric.plot
-      plot(models, out / name, plt)
+      plot(models, out / name)
 
 
 def report_from_dir(run_dir: str | pathlib.Path) -> dict:

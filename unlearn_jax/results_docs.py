@@ -242,15 +242,14 @@ def render_docs(root: str | pathlib.Path = ".") -> tuple[dict[str, str], list, l
 
 
 def _draw(summary: dict, figure: str, path: pathlib.Path) -> None:
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+  from matplotlib.figure import Figure
 
   title, ylabel, series = FIGURES[figure]
   models = [n for n, m in summary["models"].items()
             if any(present(m["metrics"].get(k, [])) for k, _ in series)]
   x, width = np.arange(len(models)), 0.8 / len(series)
-  fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(models)), 3.6))
+  fig = Figure(figsize=(max(6, 0.6 * len(models)), 3.6))
+  ax = fig.subplots()
   for i, (key, label) in enumerate(series):
     stats = [present(summary["models"][n]["metrics"].get(key, [])) for n in models]
     means = [float(np.mean(v)) if v else 0.0 for v in stats]
@@ -263,7 +262,6 @@ def _draw(summary: dict, figure: str, path: pathlib.Path) -> None:
   ax.legend(fontsize=7)
   fig.tight_layout()
   fig.savefig(path, dpi=110)
-  plt.close(fig)
 
 
 def write_docs(root: str | pathlib.Path = ".", *, figures: bool = True) -> list[str]:

@@ -14,7 +14,7 @@ import numpy as np
 
 from unlearn_jax import seeding
 from unlearn_jax.checkpoint import Checkpointer
-from unlearn_jax.data.splits import Splits
+from unlearn_jax.data.splits import Splits, splits_from_arrays
 from unlearn_jax.methods import Method, Original, get_method, method_data
 from unlearn_jax.training.execute import execute_plan
 from unlearn_jax.training.loop import Hook
@@ -37,8 +37,11 @@ class UnlearnResult:
 def unlearn(
     method: str | Method,
     original: Original,
-    splits: Splits,
+    splits: Splits | None = None,
     *,
+    forget=None,
+    retain=None,
+    forget_classes: Sequence[int] = (),
     seed: int,
     hparams: Mapping[str, Any] | None = None,
     profile: str = "small",
@@ -47,24 +50,45 @@ def unlearn(
     checkpoint_every: int = 0,
     run_key: str = "",
     hooks: Sequence[Hook] = (),
-    progress: bool = True,
+    progress: bool = False,
 ) -> UnlearnResult:
-  """Runs ``method`` from ``original`` on ``splits`` and returns the unlearned model.
+  """Runs ``method`` from ``original`` on ``splits`` (or on ``forget`` / ``retain``) and
+  returns the unlearned model.
 
   Args:
     method: a registered name or a :class:`Method`.
+    original: θ_o, never modified.
+    splits: D_f, D_r and the forgotten classes, e.g. from
+      :func:`~unlearn_jax.data.splits.make_splits`; or, instead:
+    forget, retain: D_f and D_r as :class:`ArrayDataset` or ``(images, labels)`` (``retain``
+      only for a method that reads it), with ``forget_classes`` for class unlearning.
+    seed: every random choice of the method derives from it.
     hparams: overrides of the ``profile``'s hyper-parameters (checked by key and type), or
       the method's :class:`~unlearn_jax.methods.HParams`.
     checkpointer: saves the running state every ``checkpoint_every`` steps; a checkpoint of the
       same ``run_key`` found there is resumed (ending bit-identical to an uninterrupted run), one
       of another ``run_key`` is a ValueError (a directory holds one run).
     hooks: evaluation callbacks ``fn(step, state) -> dict`` every ``every`` steps.
+    progress: draw a progress bar.
+
+  Raises:
+    ValueError: both or neither of ``splits`` and ``forget``, sets that
+      :func:`~unlearn_jax.data.splits.splits_from_arrays` refuses, a set the method reads and
+      was not given, bad hyper-parameters or seed.
   """
   method = get_method(method) if isinstance(method, str) else method
   if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
     raise ValueError(f"seed: {seed!r} is a {type(seed).__name__}; expected an int.")
+  if (splits is None) == (forget is None) or (splits is not None and (
+      retain is not None or forget_classes)):
+    raise ValueError("splits/forget: give splits (a Splits) or forget= (with retain= and "
+                     "forget_classes= as the method needs), not both and not neither.")
+  if splits is None:
+    splits = splits_from_arrays(forget, retain, num_classes=original.model.num_classes,
+                                forget_classes=forget_classes)
   hp = method.hparams(profile, hparams)
-  data = method_data(method, splits.forget, splits.retain, splits.forget_classes,
+  given_retain = splits.retain if retain is not None or forget is None else None
+  data = method_data(method, splits.forget, given_retain, splits.forget_classes,
                      splits.dataset.num_classes)
   start = time.perf_counter()
   plan = method.build(hp, original, data, seed)

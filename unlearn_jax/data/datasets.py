@@ -16,11 +16,9 @@ import os
 import pathlib
 
 import numpy as np
-import tensorflow_datasets as tfds
 
-from unlearn_jax.data import builders
-
-PROJECT_BUILDERS = {"digits": builders.UnlearnDigits, "fashion_mnist": builders.UnlearnFashionMnist}
+# name -> the project's builder class in :mod:`builders`, imported with TFDS when data is loaded.
+PROJECT_BUILDERS = {"digits": "UnlearnDigits", "fashion_mnist": "UnlearnFashionMnist"}
 
 # name -> (TFDS name, channel mean, channel std). CIFAR-10 uses the ImageNet statistics, as the
 # Spotter reference code does; the others use their own training-set statistics.
@@ -106,7 +104,8 @@ def _read_split(source) -> ArrayDataset:
   return ArrayDataset(images.astype(np.float32) / 255.0, labels)
 
 
-def _channel_stats(images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
+def channel_stats(images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
+  """Per-channel (mean, std) of images [N, H, W, C], rounded to 4 decimals."""
   mean = images.mean(axis=(0, 1, 2), dtype=np.float64)
   std = images.std(axis=(0, 1, 2), dtype=np.float64)
   return tuple(round(float(m), 4) for m in mean), tuple(round(float(s), 4) for s in std)
@@ -126,6 +125,8 @@ def _prepare_builtin(tfds_name: str, data_dir, manual_dir, download: bool):
   GCS bucket (``try_download_gcs=False``): it holds TFRecord copies, and these files are built
   here.
   """
+  import tensorflow_datasets as tfds
+
   builder = tfds.builder(tfds_name, data_dir=data_dir, file_format="array_record")
   if builder.is_prepared():
     return builder
@@ -175,6 +176,8 @@ def load_dataset(
     ImportError: a built-in dataset must be prepared and TensorFlow is not installed.
     NonMatchingChecksumError: (TFDS's) an archive in ``manual_dir`` is not the published one.
   """
+  from unlearn_jax.data import builders  # imports TFDS (about 2 s): only when data is loaded
+
   if name in PROJECT_BUILDERS:
     kwargs = {"source_dir": source_dir} if name == "fashion_mnist" else {}
     if name == "fashion_mnist" and source_dir is not None:
@@ -182,7 +185,8 @@ def load_dataset(
       if any(builders.find_idx_file(folder, s) is None
              for pair in builders.FASHION_MNIST_FILES.values() for s in pair):
         raise FileNotFoundError(builders.missing_fashion_mnist_message(folder))
-    builder = PROJECT_BUILDERS[name](data_dir=data_dir, file_format="array_record", **kwargs)
+    builder = getattr(builders, PROJECT_BUILDERS[name])(data_dir=data_dir,
+                                                        file_format="array_record", **kwargs)
     if not builder.is_prepared():
       builder.download_and_prepare()
     stats = None
@@ -193,6 +197,6 @@ def load_dataset(
     raise ValueError(f"dataset: unknown name {name!r}; known: {', '.join(DATASET_NAMES)}.")
   sources = builder.as_data_source()
   train, test = _read_split(sources["train"]), _read_split(sources["test"])
-  mean, std = stats if stats else _channel_stats(train.images)
+  mean, std = stats if stats else channel_stats(train.images)
   class_names = tuple(builder.info.features["label"].names)
   return Dataset(name, train, test, class_names, tuple(mean), tuple(std))

@@ -6,6 +6,10 @@ D_f from all classes, so D_t^f is empty and D_t^r is the whole test set. The cal
 (attacks' held-out kept-class data, docs/math.md §3.2) is a stratified fraction of D_t^r;
 ``test_heldout`` is the rest of D_t^r. Forget sets by memorization (RUM's low / medium / high
 strata) are chosen from recorded per-example scores by :func:`memorization_strata`.
+
+Your own arrays become a :class:`Splits` through :func:`splits_from_arrays` (D_f, and D_r and a
+test set when you have them); every set argument of the library's functions that takes an
+:class:`ArrayDataset` also takes a pair ``(images, labels)`` (:func:`as_dataset`).
 """
 
 import dataclasses
@@ -13,7 +17,7 @@ import dataclasses
 import numpy as np
 
 from unlearn_jax import seeding
-from unlearn_jax.data.datasets import ArrayDataset, Dataset
+from unlearn_jax.data.datasets import ArrayDataset, Dataset, channel_stats
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,10 +121,9 @@ def make_splits(
   Raises:
     ValueError: an invalid ``spec`` (see :meth:`ForgetSpec.validate`) or calibration_fraction.
   """
-  train_labels, test_labels = dataset.train.labels, dataset.test.labels
+  train_labels = dataset.train.labels
   spec.validate(dataset.num_classes, len(train_labels))
-  if not 0.0 <= calibration_fraction < 1.0:
-    raise ValueError(f"calibration_fraction: {calibration_fraction} is outside [0, 1).")
+  _check_calibration(calibration_fraction)
   n = len(train_labels)
   forget_classes: tuple[int, ...] = ()
   if spec.kind == "classes":
@@ -136,13 +139,27 @@ def make_splits(
     forget_idx = np.sort(np.asarray(spec.indices))
   if len(forget_idx) == 0:
     raise ValueError(f"forget: the spec {spec} selects no training example (empty forget set).")
-  retain_idx = np.setdiff1d(np.arange(n), forget_idx)
+  return _splits(dataset, forget_classes, forget_idx, seed=seed,
+                 calibration_fraction=calibration_fraction)
+
+
+def _check_calibration(calibration_fraction: float) -> None:
+  if not 0.0 <= calibration_fraction < 1.0:
+    raise ValueError(f"calibration_fraction: {calibration_fraction} is outside [0, 1).")
+
+
+def _splits(dataset: Dataset, forget_classes: tuple[int, ...], forget_idx: np.ndarray, *,
+            seed: int, calibration_fraction: float) -> Splits:
+  """The splits of ``dataset`` with D_f = train[forget_idx]: D_r the other training examples,
+  the test set by class, the calibration set a stratified fraction of D_t^r from ``seed``."""
+  test_labels = dataset.test.labels
+  retain_idx = np.setdiff1d(np.arange(len(dataset.train)), forget_idx)
   test_is_forget = np.isin(test_labels, forget_classes)
   test_retain_idx = np.flatnonzero(~test_is_forget)
   calibration_idx = (
       _stratified_sample(test_labels[test_retain_idx], calibration_fraction,
                          seeding.host_rng(seed, "calibration"))
-      if calibration_fraction > 0 else np.zeros(0, np.int64))
+      if calibration_fraction > 0 and len(test_retain_idx) else np.zeros(0, np.int64))
   return Splits(
       dataset=dataset,
       forget_classes=forget_classes,
@@ -204,3 +221,77 @@ def memorization_strata(scores: np.ndarray, size: int, strata=MEMORIZATION_STRAT
       taken[pick] = True
       chosen[name] = np.sort(pick)
   return {name: chosen[name] for name in strata}
+
+
+def as_dataset(data, field: str = "data") -> ArrayDataset:
+  """``data`` as an :class:`ArrayDataset`: one itself, or a pair ``(images, labels)`` of arrays
+  (NumPy or JAX; images floats in [0, 1], [N, H, W, C]; int labels [N]).
+
+  Raises:
+    ValueError: anything else (naming ``field``), or arrays that :class:`ArrayDataset` refuses.
+
+  >>> len(as_dataset((np.zeros((3, 2, 2, 1), np.float32), np.zeros(3, np.int32))))
+  3
+  """
+  if isinstance(data, ArrayDataset):
+    return data
+  if isinstance(data, tuple | list) and len(data) == 2:
+    return ArrayDataset(np.asarray(data[0]), np.asarray(data[1]))
+  raise ValueError(f"{field}: a {type(data).__name__}; expected an ArrayDataset or a pair "
+                   "(images [N, H, W, C] in [0, 1], int labels [N]).")
+
+
+def splits_from_arrays(forget, retain=None, test=None, *, num_classes: int,
+                       forget_classes=(), seed: int = 0,
+                       calibration_fraction: float = 0.5) -> Splits:
+  """:class:`Splits` of your own arrays, for :func:`~unlearn_jax.unlearning.unlearn` and the
+  metrics and attacks that read several sets.
+
+  D_f = ``forget``, D_r = ``retain``; ``test`` is split by class into D_t^f (the
+  ``forget_classes``) and D_t^r, whose stratified ``calibration_fraction`` (from ``seed``) is the
+  attacks' calibration set, as :func:`make_splits` does. A set not given is empty (a metric that
+  reads it gets no example). Each set is an :class:`ArrayDataset` or ``(images, labels)``.
+
+  Args:
+    forget, retain, test: the sets; images [N, H, W, C] floats in [0, 1], labels ints.
+    num_classes: C (your model's).
+    forget_classes: the forgotten classes for class unlearning; () for other forget sets.
+    seed: the calibration set's draw.
+
+  Raises:
+    ValueError: a set that is not a dataset or pair, an empty ``forget``, images of different
+      shapes, pixels outside [0, 1], labels outside 0..C−1, or ``forget_classes`` out of range,
+      repeated, or not matching the forget set (a D_f label outside them, or one of them
+      missing from D_f).
+  """
+  sets = {"forget": as_dataset(forget, "forget")}
+  for name, value in (("retain", retain), ("test", test)):
+    if value is not None:
+      sets[name] = as_dataset(value, name)
+  if len(sets["forget"]) == 0:
+    raise ValueError("forget: no example (an empty forget set is not allowed).")
+  shape = sets["forget"].images.shape[1:]
+  for name, data in sets.items():
+    if data.images.shape[1:] != shape:
+      raise ValueError(f"{name}: images of shape {data.images.shape[1:]}, but forget's are "
+                       f"{shape}.")
+    if len(data) and not 0 <= data.labels.min() <= data.labels.max() < num_classes:
+      raise ValueError(f"{name}: labels span {data.labels.min()}..{data.labels.max()}; allowed "
+                       f"0..{num_classes - 1} (num_classes={num_classes}).")
+  forget_classes = tuple(sorted(int(c) for c in forget_classes))
+  if forget_classes:
+    ForgetSpec(classes=forget_classes).validate(num_classes, len(sets["forget"]))
+    present = set(np.unique(sets["forget"].labels).tolist())
+    if present != set(forget_classes):
+      raise ValueError(f"forget_classes: {forget_classes}, but the forget set holds classes "
+                       f"{sorted(present)}; class unlearning forgets exactly those classes.")
+  _check_calibration(calibration_fraction)
+  empty = ArrayDataset(np.zeros((0, *shape), np.float32), np.zeros(0, np.int32))
+  retain, test = sets.get("retain", empty), sets.get("test", empty)
+  train = ArrayDataset(np.concatenate([sets["forget"].images, retain.images]),
+                       np.concatenate([sets["forget"].labels, retain.labels]).astype(np.int32))
+  mean, std = channel_stats(train.images)
+  dataset = Dataset("arrays", train, ArrayDataset(test.images, test.labels.astype(np.int32)),
+                    tuple(str(c) for c in range(num_classes)), mean, std)
+  return _splits(dataset, forget_classes, np.arange(len(sets["forget"])), seed=seed,
+                 calibration_fraction=calibration_fraction)

@@ -1,15 +1,17 @@
-"""Image-similarity scores for reconstruction attacks: PSNR and SSIM, per image, pure JAX.
+"""Image-similarity scores for reconstruction attacks: PSNR and SSIM per image, by DeepMind's
+``dm_pix`` (JAX), with this library's checks and window rule.
 
 Both take batches [B, H, W, C] of images in [0, 1] (``data_range`` = 1) and return one score per
 image. SSIM matches scikit-image's ``structural_similarity(x, y, gaussian_weights=True, sigma=σ,
-use_sample_covariance=False, data_range=1, channel_axis=-1)``: a Gaussian window of radius
-⌊3.5σ + 0.5⌋ (11×11 for σ = 1.5, Wang et al. 2004), K1 = 0.01, K2 = 0.03, and the SSIM map averaged
-over the pixels whose whole window lies inside the image, then over channels.
+use_sample_covariance=False, data_range=1, channel_axis=-1)`` (tests/test_image_metrics.py): a
+Gaussian window of radius ⌊3.5σ + 0.5⌋ (11×11 for σ = 1.5, Wang et al. 2004), K1 = 0.01,
+K2 = 0.03, and the SSIM map averaged over the pixels whose whole window lies inside the image,
+then over channels.
 """
 
+import dm_pix
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 K1, K2 = 0.01, 0.03
 TRUNCATE = 3.5
@@ -42,24 +44,18 @@ def psnr(images: jax.Array, reference: jax.Array, *, data_range: float = 1.0) ->
   _check_pair(images, reference)
   if data_range <= 0:
     raise ValueError(f"data_range: {data_range}; must be > 0.")
-  mse = jnp.mean(jnp.square(images - reference), axis=(1, 2, 3))
-  return 10.0 * jnp.log10(data_range**2 / mse)
+  # dm_pix's PSNR is for R = 1: 10 log₁₀(R²/MSE) = PSNR₁ + 20 log₁₀ R.
+  return dm_pix.psnr(images.astype(jnp.float32), reference.astype(jnp.float32)) + (
+      20.0 * jnp.log10(jnp.float32(data_range)))
 
 
-def gaussian_window(sigma: float) -> np.ndarray:
-  """The normalised 1-D Gaussian w_t ∝ exp(−t²/2σ²), t = −r..r, r = ⌊3.5σ + 0.5⌋ (SciPy's)."""
-  radius = int(TRUNCATE * sigma + 0.5)
-  t = np.arange(-radius, radius + 1, dtype=np.float64)
-  w = np.exp(-0.5 * (t / sigma) ** 2)
-  return (w / w.sum()).astype(np.float32)
+def window_size(sigma: float) -> int:
+  """2r + 1 taps, r = ⌊3.5σ + 0.5⌋ (SciPy's and so scikit-image's Gaussian truncation).
 
-
-def _filter_valid(x: jax.Array, window: np.ndarray) -> jax.Array:
-  """Separable 'valid' correlation of [B, H, W, C] with the window along H and W."""
-  k = len(window)
-  h, w = x.shape[1] - k + 1, x.shape[2] - k + 1
-  x = sum(float(window[t]) * x[:, t:t + h] for t in range(k))
-  return sum(float(window[t]) * x[:, :, t:t + w] for t in range(k))
+  >>> window_size(1.5), window_size(0.8)
+  (11, 7)
+  """
+  return 2 * int(TRUNCATE * sigma + 0.5) + 1
 
 
 def ssim(images: jax.Array, reference: jax.Array, *, sigma: float = 1.5,
@@ -89,20 +85,12 @@ def ssim(images: jax.Array, reference: jax.Array, *, sigma: float = 1.5,
     raise ValueError(f"sigma: {sigma}; must be > 0.")
   if data_range <= 0:
     raise ValueError(f"data_range: {data_range}; must be > 0.")
-  window = gaussian_window(sigma)
-  if min(images.shape[1:3]) < len(window):
+  size = window_size(sigma)
+  if min(images.shape[1:3]) < size:
     raise ValueError(f"images: {images.shape[1]}×{images.shape[2]} pixels is smaller than the "
-                     f"{len(window)}×{len(window)} window of sigma={sigma}; pass a smaller sigma.")
-  x = images.astype(jnp.float32)
-  y = reference.astype(jnp.float32)
-  mu_x, mu_y = _filter_valid(x, window), _filter_valid(y, window)
-  var_x = _filter_valid(x * x, window) - mu_x * mu_x
-  var_y = _filter_valid(y * y, window) - mu_y * mu_y
-  cov = _filter_valid(x * y, window) - mu_x * mu_y
-  c1, c2 = (K1 * data_range) ** 2, (K2 * data_range) ** 2
-  ssim_map = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)
-              / ((mu_x * mu_x + mu_y * mu_y + c1) * (var_x + var_y + c2)))
-  return jnp.mean(ssim_map, axis=(1, 2, 3))
+                     f"{size}×{size} window of sigma={sigma}; pass a smaller sigma.")
+  return dm_pix.ssim(images.astype(jnp.float32), reference.astype(jnp.float32),
+                     max_val=data_range, filter_size=size, filter_sigma=sigma, k1=K1, k2=K2)
 
 
-__all__ = ["gaussian_window", "psnr", "ssim"]
+__all__ = ["psnr", "ssim", "window_size"]

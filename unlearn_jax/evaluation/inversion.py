@@ -24,6 +24,7 @@ import optax
 
 from unlearn_jax import seeding
 from unlearn_jax.data.datasets import ArrayDataset
+from unlearn_jax.data.splits import as_dataset
 from unlearn_jax.evaluation import registry
 from unlearn_jax.evaluation.image_metrics import psnr, ssim
 from unlearn_jax.models import Model
@@ -229,7 +230,8 @@ def gradient_inversion(model: Model, params, model_state, data: ArrayDataset, *,
 
   Args:
     model, params, model_state: the attacked model θ (θ_u; θ_o or θ_r for bounds).
-    data: the target images x (e.g. some of D_f) and labels y.
+    data: the target images x (e.g. some of D_f) and labels y, an :class:`ArrayDataset` or
+      ``(images, labels)``.
     seed: image i's restarts start from ``device_key(seed, "inversion", i)``.
     config: the search.
     target: "gradient" (G* per image) or "difference" (G* = θ_u − θ_o, one for all images;
@@ -247,6 +249,7 @@ def gradient_inversion(model: Model, params, model_state, data: ArrayDataset, *,
       ``original_params`` or with mismatched parameter shapes, or an invalid ``config``.
   """
   config.validate()
+  data = as_dataset(data)
   if target not in TARGETS:
     raise ValueError(f"target: {target!r}; allowed: {', '.join(TARGETS)}.")
   if len(data) == 0:
@@ -323,10 +326,12 @@ def _evaluate(model: Model, params, model_state, context, settings: InversionSet
                          "ssim": float(inv["ssim_mean"])}})
 
 
-def plot_inversion(models: dict, path, plt, *, key: str = "inversion",
+def plot_inversion(models: dict, path, *, key: str = "inversion",
                    title: str = "Gradient inversion of forget images") -> None:
   """A grid of the true forget images and every inverted model's reconstructions
   (``details[key]``)."""
+  from matplotlib.figure import Figure
+
   runs = {n: m["details"][key] for n, m in models.items() if key in m.get("details", {})}
   if not runs:
     return
@@ -334,8 +339,8 @@ def plot_inversion(models: dict, path, plt, *, key: str = "inversion",
   rows = [("true", truth)] + [(f"{n} ({r['psnr']:.1f} dB)", np.asarray(r["reconstructions"]))
                               for n, r in runs.items()]
   cols = len(truth)
-  fig, axes = plt.subplots(len(rows), cols, figsize=(1.3 * cols + 1.5, 1.3 * len(rows)),
-                           squeeze=False)
+  fig = Figure(figsize=(1.3 * cols + 1.5, 1.3 * len(rows)))
+  axes = fig.subplots(len(rows), cols, squeeze=False)
   for r, (label, images) in enumerate(rows):
     for c in range(cols):
       ax = axes[r][c]
@@ -347,7 +352,6 @@ def plot_inversion(models: dict, path, plt, *, key: str = "inversion",
   fig.suptitle(title)
   fig.tight_layout()
   fig.savefig(path, dpi=110)
-  plt.close(fig)
 
 
 METRIC = registry.register(registry.Metric(

@@ -24,13 +24,14 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from unlearn_jax import seeding
 from unlearn_jax.data.datasets import ArrayDataset
+from unlearn_jax.data.splits import as_dataset
 from unlearn_jax.evaluation import registry
 from unlearn_jax.evaluation.outputs import model_outputs
 from unlearn_jax.models import Model
+from unlearn_jax.objectives.compose import forget_mask
 from unlearn_jax.objectives.losses import js_divergence, masked_softmax
 from unlearn_jax.perturbations import PerturbationConfig, perturbed_set
 
@@ -48,24 +49,6 @@ PIXEL_REFERENCE_GAUSSIAN = PerturbationConfig(kind="gaussian", mode="reference",
 SETS = {"targeted_boundary": (EVAL_PGD, EVAL_GAUSSIAN),
         "reference": (PIXEL_REFERENCE_PGD, PIXEL_REFERENCE_GAUSSIAN),
         "reference_compat": (REFERENCE_PGD, REFERENCE_GAUSSIAN)}
-
-
-def forget_mask(forget_classes, num_classes: int) -> np.ndarray:
-  """Bool [C] vector, True on the forget classes 𝒞_f.
-
-  Raises:
-    ValueError: a class id outside 0..C−1, or every class forgotten (p̃ would be undefined).
-  """
-  classes = np.asarray(tuple(forget_classes), np.int64)
-  if np.any((classes < 0) | (classes >= num_classes)):
-    raise ValueError(f"forget_classes: {tuple(classes.tolist())} has ids outside "
-                     f"0..{num_classes - 1}.")
-  mask = np.zeros(num_classes, bool)
-  mask[classes] = True
-  if mask.all():
-    raise ValueError(f"forget_classes: all {num_classes} classes are forgotten; the masked "
-                     "softmax needs at least one kept class.")
-  return mask
 
 
 def ou_divergence(original_logits: jax.Array, unlearned_logits: jax.Array,
@@ -119,15 +102,16 @@ def over_unlearning(original_logits: jax.Array, unlearned_logits: jax.Array, for
 _over_unlearning = jax.jit(over_unlearning)
 
 
-def ou_at_eps(model: Model, original: tuple, unlearned: tuple, perturbed: ArrayDataset,
-              forget_classes, *, batch_size: int = 512) -> float:
-  """OU@ε of θ_u on one perturbed set Ã.
+def ou_at_eps(model: Model, params, model_state, perturbed, *, original: tuple,
+              forget_classes, batch_size: int = 512) -> float:
+  """OU@ε of θ_u = (``params``, ``model_state``) on one perturbed set Ã.
 
   Args:
     model: the architecture shared by θ_o and θ_u.
+    params, model_state: θ_u.
+    perturbed: Ã (an :class:`ArrayDataset` or ``(images, labels)``), e.g. one set of
+      :func:`ou_sets`.
     original: (params, model_state) of θ_o.
-    unlearned: (params, model_state) of θ_u.
-    perturbed: Ã, e.g. one set of :func:`ou_sets`.
     forget_classes: the forgotten class ids 𝒞_f.
     batch_size: forward-pass batch size.
 
@@ -137,16 +121,18 @@ def ou_at_eps(model: Model, original: tuple, unlearned: tuple, perturbed: ArrayD
   Raises:
     ValueError: an empty ``perturbed`` set or invalid ``forget_classes``.
   """
+  perturbed = as_dataset(perturbed, "perturbed")
   if len(perturbed) == 0:
     raise ValueError("perturbed: the perturbed set is empty.")
   mask = forget_mask(forget_classes, model.num_classes)
   original_logits = model_outputs(model, *original, perturbed, batch_size=batch_size)[1]
-  unlearned_logits = model_outputs(model, *unlearned, perturbed, batch_size=batch_size)[1]
+  unlearned_logits = model_outputs(model, params, model_state, perturbed,
+                                   batch_size=batch_size)[1]
   total, count = _over_unlearning(original_logits, unlearned_logits, mask)
   return float(total / count)
 
 
-def ou_sets(model: Model, params, model_state, forget: ArrayDataset, key: jax.Array, *,
+def ou_sets(model: Model, params, model_state, forget, key: jax.Array, *,
             mode: str = "targeted_boundary", reference_compat: bool = False,
             pgd: PerturbationConfig | None = None, gaussian: PerturbationConfig | None = None,
             batch_size: int = 64) -> dict[str, ArrayDataset]:
@@ -154,11 +140,12 @@ def ou_sets(model: Model, params, model_state, forget: ArrayDataset, key: jax.Ar
 
   Args:
     model, params, model_state: the original model θ_o.
-    forget: D_f (images in [0, 1] and labels).
+    forget: D_f (images in [0, 1] and labels): an :class:`ArrayDataset` or ``(images, labels)``.
     key: PRNG key; the PGD set uses ``split(key)[0]``, the Gaussian set ``split(key)[1]``.
     mode: whose default configs (:data:`SETS`): "targeted_boundary" (ours), "reference" (the
       reference code on [0, 1] inputs) or "reference_compat" (the Spotter CIFAR notebook).
-    reference_compat: the same as ``mode="reference_compat"``.
+    reference_compat: the same as ``mode="reference_compat"`` (needs the model's
+      ``normalization``, as every config of that mode).
     pgd, gaussian: configs that replace the mode's defaults.
     batch_size: perturbation batch size.
 
@@ -169,6 +156,7 @@ def ou_sets(model: Model, params, model_state, forget: ArrayDataset, key: jax.Ar
     ValueError: an empty ``forget`` set, an unknown mode, a config of the wrong kind, or an
       invalid config (ε < 0 etc.; the message names the field).
   """
+  forget = as_dataset(forget, "forget")
   if len(forget) == 0:
     raise ValueError("forget: the forget set is empty.")
   mode = "reference_compat" if reference_compat else mode
@@ -185,15 +173,17 @@ def ou_sets(model: Model, params, model_state, forget: ArrayDataset, key: jax.Ar
           for k, (kind, config) in zip(keys, configs.items(), strict=True)}
 
 
-def ou_metrics(model: Model, original: tuple, unlearned: tuple, sets: dict[str, ArrayDataset],
-               forget_classes, *, batch_size: int = 512) -> dict[str, float]:
-  """{"OU/<set name>": OU@ε} for every perturbed set of ``sets`` (e.g. :func:`ou_sets`).
+def ou_metrics(model: Model, params, model_state, sets: dict[str, ArrayDataset], *,
+               original: tuple, forget_classes, batch_size: int = 512) -> dict[str, float]:
+  """{"OU/<set name>": OU@ε} of θ_u = (``params``, ``model_state``) against θ_o = ``original``
+  on every perturbed set of ``sets`` (e.g. :func:`ou_sets`).
 
   Raises:
     ValueError: as :func:`ou_at_eps`.
   """
-  return {f"OU/{name}": ou_at_eps(model, original, unlearned, data, forget_classes,
-                                  batch_size=batch_size) for name, data in sets.items()}
+  return {f"OU/{name}": ou_at_eps(model, params, model_state, data, original=original,
+                                  forget_classes=forget_classes, batch_size=batch_size)
+          for name, data in sets.items()}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -233,8 +223,8 @@ def _evaluate(model: Model, params, model_state, context, settings: OUSettings, 
   """:func:`ou_metrics` of θ_u against θ_o on each mode's prepared sets."""
   out = {}
   for prefix, sets in context.shared["ou"].items():
-    values = ou_metrics(model, context.original, (params, model_state), sets,
-                        context.splits.forget_classes)
+    values = ou_metrics(model, params, model_state, sets, original=context.original,
+                        forget_classes=context.splits.forget_classes)
     out |= {key.replace("OU/", f"OU/{prefix}", 1): v for key, v in values.items()}
   return out, {}
 

@@ -458,15 +458,19 @@ def _more_columns(settings: PRASettings) -> tuple[tuple[str, str, str], ...]:
            ("cos D_f", "cos/forget", ".3f")) if settings.geometry else ())
 
 
-def plot_pra(models: dict, path, plt) -> None:
+def plot_pra(models: dict, path) -> None:
   """Forget accuracy vs α of every model's PRA curve, one panel per rule (``details["pra"]``)."""
+  from matplotlib import colormaps
+  from matplotlib.figure import Figure
+
   curves = {n: m["details"]["pra"]["curve"] for n, m in models.items()
             if "pra" in m.get("details", {})}
   if not curves:
     return
-  fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), sharey=True)
+  fig = Figure(figsize=(10, 3.6))
+  axes = fig.subplots(1, 2, sharey=True)
   for ax, mode in zip(axes, MODES, strict=True):
-    ax.set_prop_cycle(color=plt.cm.tab20.colors)
+    ax.set_prop_cycle(color=colormaps["tab20"].colors)
     for name, curve in curves.items():
       if mode in curve:
         alpha, acc = np.asarray(curve[mode]).T
@@ -477,7 +481,6 @@ def plot_pra(models: dict, path, plt) -> None:
   axes[1].legend(fontsize=6, ncol=2)
   fig.tight_layout()
   fig.savefig(path, dpi=110)
-  plt.close(fig)
 
 
 METRIC = registry.register(registry.Metric(

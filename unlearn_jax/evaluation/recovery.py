@@ -325,8 +325,10 @@ def _evaluate(model: Model, params, model_state, context, settings: RecoverySett
            "HeadSwap/forget": rec["head_swap"]["forget"]}, {"recovery": rec})
 
 
-def plot_recovery(models: dict, path, plt) -> None:
+def plot_recovery(models: dict, path) -> None:
   """Bars of Acc(D_f) unlearned, after FM, HR and HR with labels, per model that has FM."""
+  from matplotlib.figure import Figure
+
   rows = {n: m["metrics"] for n, m in models.items() if m["metrics"].get("FM/forget") is not None}
   if not rows:
     return
@@ -339,7 +341,8 @@ def plot_recovery(models: dict, path, plt) -> None:
   bars = (("acc/forget", "unlearned"), ("FM/forget", "FM"), ("HR/forget", "HR"),
           ("HR_labels/forget", "HR with labels"))
   width = 0.8 / len(bars)
-  fig, ax = plt.subplots(figsize=(max(6, 0.7 * len(rows)), 3.6))
+  fig = Figure(figsize=(max(6, 0.7 * len(rows)), 3.6))
+  ax = fig.subplots()
   for i, (key, label) in enumerate(bars):
     ax.bar(x + (i - (len(bars) - 1) / 2) * width, [value(m, key) for m in rows.values()], width,
            label=label)
@@ -349,7 +352,6 @@ def plot_recovery(models: dict, path, plt) -> None:
   ax.legend(fontsize=7)
   fig.tight_layout()
   fig.savefig(path, dpi=110)
-  plt.close(fig)
 
 
 METRIC = registry.register(registry.Metric(

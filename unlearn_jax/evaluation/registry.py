@@ -63,7 +63,8 @@ class Metric:
     switch: the config value is a bare bool (``evaluation.<name> = True``) rather than a section.
     prepare: ``(model, original, splits, retrains, settings, *, seed) -> value`` computed once
       per experiment and read by ``evaluate`` as ``context.shared[name]``.
-    plot: ``(file name, fn(models, path, plt))`` drawn by the report from the results' models.
+    plot: ``(file name, fn(models, path))`` drawn by the report from the results' models (on a
+      ``matplotlib.figure.Figure``: no pyplot, so the caller's backend is left alone).
     named: ``evaluate`` also takes ``name=`` (the model's name: "original", "retrain", a
       method, or None), for a metric whose setting depends on the model (PRA's reference α).
     more_columns: ``settings -> columns`` that only some settings add (OU@ε's further modes).

@@ -97,16 +97,20 @@ def _evaluate(model: Model, params, model_state, context, settings: RetainRelear
           {"relearn_retain": {k: result[k] for k in ("steps", "forget", "test_forget")}})
 
 
-def plot_curve_panels(path, plt, panels: dict, *, xlabel: str, title: str) -> None:
+def plot_curve_panels(path, panels: dict, *, xlabel: str, title: str) -> None:
   """One panel per entry of ``panels`` ({y label: {model: (x, y)}}), one line per model,
   Retrain and the original in the :data:`REFERENCE_STYLES`, the methods in tab20 colours;
   nothing is drawn without a curve."""
   panels = {label: curves for label, curves in panels.items() if curves}
   if not panels:
     return
-  fig, axes = plt.subplots(1, len(panels), figsize=(4.8 * len(panels), 3.8), squeeze=False)
+  from matplotlib import colormaps
+  from matplotlib.figure import Figure
+
+  fig = Figure(figsize=(4.8 * len(panels), 3.8))
+  axes = fig.subplots(1, len(panels), squeeze=False)
   for ax, (label, curves) in zip(axes[0], panels.items(), strict=True):
-    colours = iter(plt.cm.tab20.colors * 2)
+    colours = iter(colormaps["tab20"].colors * 2)
     for name, (x, y) in curves.items():
       style = REFERENCE_STYLES.get(name) or {"color": next(colours), "linewidth": 1.0}
       ax.plot(x, y, label=name, **style)
@@ -116,15 +120,14 @@ def plot_curve_panels(path, plt, panels: dict, *, xlabel: str, title: str) -> No
   fig.suptitle(title)
   fig.tight_layout()
   fig.savefig(path, dpi=110)
-  plt.close(fig)
 
 
-def plot_relearn_retain(models: dict, path, plt) -> None:
+def plot_relearn_retain(models: dict, path) -> None:
   """Forget accuracy against fine-tuning steps on D_r, one line per model, Retrain dashed: one
   panel for D_f, one for D_t^f (``details["relearn_retain"]``)."""
   runs = [(n, m["details"]["relearn_retain"]) for n, m in models.items()
           if "relearn_retain" in m.get("details", {})]
-  plot_curve_panels(path, plt, {
+  plot_curve_panels(path, {
       f"accuracy on {label} (%)": {n: (r["steps"], r[key]) for n, r in runs if r[key] is not None}
       for key, label in (("forget", "D_f"), ("test_forget", "D_t^f"))},
       xlabel="fine-tuning steps on D_r",

@@ -170,11 +170,11 @@ def _evaluate(model: Model, params, model_state, context, settings: WeightSpaceS
   return metrics, {"lmc": curves}
 
 
-def plot_lmc(models: dict, path, plt) -> None:
+def plot_lmc(models: dict, path) -> None:
   """Accuracy along θ_o → θ_u, one line per model, Retrain dashed: one panel per set
   (``details["lmc"]``)."""
   runs = [(n, m["details"]["lmc"]) for n, m in models.items() if "lmc" in m.get("details", {})]
-  plot_curve_panels(path, plt, {
+  plot_curve_panels(path, {
       f"accuracy on {name} (%)": {n: (r["t"], r[name]["accuracy"]) for n, r in runs if name in r}
       for name in SETS}, xlabel="t  (θ = (1 − t) θ_o + t θ_u)",
       title="Linear mode connectivity from the original to each model (Retrain dashed)")

@@ -20,6 +20,7 @@ import numpy as np
 
 from unlearn_jax.data.datasets import ArrayDataset
 from unlearn_jax.models import Model
+from unlearn_jax.objectives import forget_mask
 from unlearn_jax.training.plan import Plan
 from unlearn_jax.validation import check_numbers
 
@@ -60,11 +61,7 @@ class UnlearningData:
     Raises:
       ValueError: every class is forgotten (a masked softmax over no class is undefined).
     """
-    mask = np.isin(np.arange(self.num_classes), self.forget_classes)
-    if mask.all():
-      raise ValueError(f"forget_classes {self.forget_classes} remove all {self.num_classes} "
-                       "classes; keep at least one.")
-    return mask
+    return forget_mask(self.forget_classes, self.num_classes)
 
 
 class HParams(Mapping):

@@ -6,12 +6,18 @@ forget classes removed and L_disp the mean same-class feature cosine. Reads D_f 
 D_r); batch-norm running statistics stay frozen while its affine parameters train. Ã is built
 once from θ_o (PGD or Gaussian, :mod:`unlearn_jax.perturbations`) from a key of the run's seed.
 
-:func:`spotter_terms` are the plug-and-play terms: "Spotter + X" is ``{**spotter_terms(), **x}``.
+:func:`spotter_terms` are the plug-and-play terms: "Spotter + X" is ``{**spotter_terms(), **x}``,
+with :func:`spotter_weights` and Spotter's own Ã from :func:`spotter_perturbed_set`.
 """
 
+from collections.abc import Mapping
+from typing import Any
+
 from unlearn_jax import seeding
+from unlearn_jax.data.datasets import ArrayDataset
+from unlearn_jax.data.splits import as_dataset
 from unlearn_jax.methods.common import optimizer
-from unlearn_jax.methods.registry import register
+from unlearn_jax.methods.registry import Original, register
 from unlearn_jax.objectives import Term, terms
 from unlearn_jax.perturbations import PerturbationConfig, perturbed_set
 from unlearn_jax.training.plan import Block, Data, Plan
@@ -35,6 +41,22 @@ PGD = {"kind": "pgd", "mode": "targeted_boundary", "eps": 8 / 255, "step_size": 
        "num_steps": 3, "sigma": 0.01, "beta": None, "beta_quantile": None}
 
 
+def spotter_perturbed_set(original: Original, forget, *, seed: int,
+                          perturbation: Mapping[str, Any] = PGD) -> ArrayDataset:
+  """Spotter's Ã: one perturbed copy of every image of D_f under θ_o, with the method's
+  perturbation (``hparams.perturbation``, default :data:`PGD`) and its key
+  ``device_key(seed, "spotter_perturbed")``: the set ``unlearn("spotter", …, seed=seed)`` trains
+  on, for composing Spotter's terms into an objective of your own.
+
+  Args:
+    original: θ_o. forget: D_f, an :class:`ArrayDataset` or ``(images, labels)``.
+    seed: the run's seed. perturbation: :class:`PerturbationConfig`'s fields.
+  """
+  return perturbed_set(original.model, original.params, original.model_state,
+                       as_dataset(forget, "forget"), seeding.device_key(seed, "spotter_perturbed"),
+                       PerturbationConfig(**perturbation))
+
+
 @register("spotter", reads=("forget",),
           description="Masked KD from θ_o on D_f and its perturbed neighbours + intra-class "
                       "dispersion; no D_r.",
@@ -47,9 +69,7 @@ def spotter(hp, original, data, seed) -> Plan:
   if not data.forget_classes:
     raise ValueError("spotter: class unlearning only (forget.classes); its masked teacher "
                      "removes whole classes.")
-  near = perturbed_set(original.model, original.params, original.model_state, forget,
-                       seeding.device_key(seed, "spotter_perturbed"),
-                       PerturbationConfig(**hp.perturbation))
+  near = spotter_perturbed_set(original, forget, seed=seed, perturbation=hp.perturbation)
   sets = {"forget": Data(forget, hp.batch_size), "perturbed": Data(near, hp.batch_size)}
   return Plan(original.model, original.params, original.model_state,
               optimizer(hp, sets["forget"].steps_per_epoch), sets,

@@ -4,7 +4,13 @@ Images enter in [0, 1] with shape [batch, H, W, C]; models normalise inside. ``p
 ``model_state`` (batch-norm running statistics, ``{}`` for models without batch norm) are separate
 pytrees so training can differentiate ``params`` alone. Batch-norm mode is explicit: ``train=True``
 normalises with batch statistics and returns updated running statistics; ``train=False`` uses the
-running statistics and returns ``model_state`` unchanged.
+running statistics and returns ``model_state`` unchanged. A ``key`` given to a training-mode
+``apply`` feeds the module's RNG collections (Dropout).
+
+Your own module (Linen, or NNX through ``nnx.bridge.to_linen``) joins through
+:meth:`Model.from_module`: its ``__call__(x, train)`` returns ``(features, logits)``, and the
+attacks that edit the final layer (PRA, FM/HR, HeadSwap) need that layer to be a Dense named
+``head``.
 """
 
 import dataclasses
@@ -16,7 +22,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from unlearn_jax.models.resnet import ResNet18
+from unlearn_jax.models.resnet import ResNet18, stage_groups
 from unlearn_jax.models.small import MLP, SmallCNN
 
 Params = Any
@@ -26,20 +32,87 @@ _BUILDERS = {"small_cnn": SmallCNN, "mlp": MLP, "resnet18": ResNet18}
 MODEL_NAMES = tuple(_BUILDERS)
 
 
+def _rngs(model: "Model", key: jax.Array, first: int = 0) -> dict[str, jax.Array]:
+  """One key per RNG collection of ``model``: ``fold_in(key, first + i)`` for the i-th."""
+  return {c: jax.random.fold_in(key, first + i) for i, c in enumerate(model.rng_collections)}
+
+
+def _init_variables(model: "Model", key: jax.Array):
+  """The module's unboxed variables; ``params`` from ``key`` itself, the RNG collections (an
+  NNX Dropout needs its stream when it is built) from ``fold_in(key, 1 + i)``."""
+  variables = model.module.init({"params": key, **_rngs(model, key, 1)},
+                                jnp.zeros((1, *model.input_shape)), train=False)
+  return nn.meta.unbox(variables)
+
+
 @functools.cache
 def _initializer(model: "Model"):
-  return jax.jit(lambda key: model.module.init(key, jnp.zeros((1, *model.input_shape)),
-                                               train=False))
+  return jax.jit(functools.partial(_init_variables, model))
 
 
 @dataclasses.dataclass(frozen=True)
 class Model:
-  """A Flax module with its input shape; every attack and metric uses only this interface."""
+  """A Flax module with its input shape; every attack and metric uses only this interface.
+
+  Attributes:
+    name: shown in errors and records.
+    module: a Linen module, ``__call__(x, train)`` → ``(features [B, d], logits [B, C])``.
+    input_shape: (H, W, C) of one image.
+    num_classes: C.
+    groups: top-level parameter names in forward order, grouped into the blocks that CF-k and
+      EU-k count ("the last k blocks"); None: one block per top-level layer, in call order.
+    rng_collections: the RNG streams a training-mode ``apply`` with a ``key`` feeds.
+    normalization: the per-channel ``(mean, std)`` the module normalises its inputs with; only
+      the perturbation mode "reference_compat" (it works in normalised space) reads it.
+  """
 
   name: str
   module: nn.Module
   input_shape: tuple[int, int, int]
   num_classes: int
+  groups: tuple[tuple[str, ...], ...] | None = None
+  rng_collections: tuple[str, ...] = ("dropout",)
+  normalization: tuple[tuple[float, ...], tuple[float, ...]] | None = None
+
+  @classmethod
+  def from_module(cls, module: nn.Module, input_shape: Sequence[int], num_classes: int, *,
+                  name: str | None = None, groups: Sequence[Sequence[str]] | None = None,
+                  rng_collections: Sequence[str] = ("dropout",),
+                  mean: Sequence[float] | None = None,
+                  std: Sequence[float] | None = None) -> "Model":
+    """Your own module as a :class:`Model`.
+
+    Args:
+      module: a Linen module whose ``__call__(x, train)`` returns ``(features [B, d], logits
+        [B, C])`` for images in [0, 1] (it normalises inside); an NNX module goes through
+        ``flax.nnx.bridge.to_linen(MyModule, *args)`` (its params are then an ordinary dict).
+      input_shape: (H, W, C). num_classes: C.
+      name: default: the module's class name.
+      groups: CF-k / EU-k's blocks as top-level parameter names in forward order (needed for an
+        NNX module, whose layers' call order is not visible through the bridge).
+      rng_collections: RNG streams of the module (Dropout's "dropout" by default).
+      mean, std: the module's input normalisation, for perturbations in "reference_compat" mode.
+
+    Raises:
+      ValueError: not a Linen module (an NNX instance), a bad ``input_shape`` or
+        ``num_classes``, or only one of ``mean`` and ``std``.
+    """
+    if not isinstance(module, nn.Module):
+      raise ValueError(f"module: a {type(module).__name__}, not a Linen module; an NNX module "
+                       "joins through its class: flax.nnx.bridge.to_linen(MyModule, *args).")
+    shape = tuple(int(n) for n in input_shape)
+    if len(shape) != 3 or min(shape) < 1:
+      raise ValueError(f"input_shape: {tuple(input_shape)}; expected (H, W, C) of positive ints.")
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+      raise ValueError(f"num_classes: {num_classes!r}; expected an int ≥ 2.")
+    if (mean is None) != (std is None):
+      raise ValueError("mean/std: give both (the module's input normalisation) or neither.")
+    if name is None:
+      name = getattr(getattr(module, "nnx_class", None), "__name__", type(module).__name__)
+    return cls(name, module, shape, num_classes,
+               None if groups is None else tuple(tuple(g) for g in groups),
+               tuple(rng_collections),
+               None if mean is None else (tuple(map(float, mean)), tuple(map(float, std))))
 
   def init(self, key: jax.Array) -> tuple[Params, ModelState]:
     """Fresh ``(params, model_state)`` from ``key`` (one compiled initialiser per model: a
@@ -58,15 +131,18 @@ class Model:
     return {"params": params, **({"batch_stats": model_state} if model_state else {})}
 
   def apply(self, params: Params, model_state: ModelState, images: jax.Array, *,
-            train: bool = False) -> tuple[jax.Array, jax.Array, ModelState]:
-    """``(features [B, d], logits [B, C], model_state)`` for images in [0, 1]."""
+            train: bool = False,
+            key: jax.Array | None = None) -> tuple[jax.Array, jax.Array, ModelState]:
+    """``(features [B, d], logits [B, C], model_state)`` for images in [0, 1]; with
+    ``train`` and a ``key``, the RNG collections (Dropout) draw from ``key``."""
     self.check_images(images)
     variables = self._variables(params, model_state)
+    rngs = _rngs(self, key) if train and key is not None else None
     if train and model_state:
       (features, logits), updates = self.module.apply(
-          variables, images, train=True, mutable=["batch_stats"])
+          variables, images, train=True, mutable=["batch_stats"], rngs=rngs)
       return features, logits, updates["batch_stats"]
-    features, logits = self.module.apply(variables, images, train=train)
+    features, logits = self.module.apply(variables, images, train=train, rngs=rngs)
     return features, logits, model_state
 
   def stage_features(self, params: Params, model_state: ModelState,
@@ -83,12 +159,43 @@ class Model:
     params, _ = jax.eval_shape(self.init, jax.random.key(0))
     return params["head"]["kernel"].shape[0]
 
+  def call_order(self) -> tuple[str, ...]:
+    """The module's top-level submodules in the order a forward pass calls them (traced
+    abstractly; an NNX module through the bridge shows none)."""
+    order: list[str] = []
+
+    def record(f, args, kwargs, context):
+      path = tuple(context.module.path)
+      if len(path) == 1 and path[0] not in order:
+        order.append(path[0])
+      return f(*args, **kwargs)
+
+    with nn.intercept_methods(record):
+      jax.eval_shape(functools.partial(_init_variables, self), jax.random.key(0))
+    return tuple(order)
+
   def blocks(self, params: Params) -> list[list[str]]:
-    """Top-level parameter groups in forward order (for CF-k / EU-k's "last k layers")."""
-    groups: dict[str, list[str]] = {}
-    for name in params:
-      groups.setdefault(name.split("_")[0], []).append(name)
-    return list(groups.values())
+    """Top-level parameter groups in forward order (CF-k / EU-k's "last k blocks"): ``groups``
+    if given, else one group per top-level layer with parameters, in call order.
+
+    Raises:
+      ValueError: ``groups`` that do not name every top-level parameter exactly once, or no
+        ``groups`` for a module whose layers' call order cannot be traced (NNX).
+    """
+    names = set(params)
+    if self.groups is None:
+      order = [n for n in self.call_order() if n in names]
+      if set(order) != names:
+        raise ValueError(
+            f"model '{self.name}': the forward order of its top-level parameters "
+            f"{sorted(names - set(order))} cannot be traced (e.g. an NNX module); pass "
+            "groups=(('first', ...), ..., ('head',)) to Model.from_module.")
+      return [[n] for n in order]
+    listed = [n for g in self.groups for n in g]
+    if sorted(listed) != sorted(names):
+      raise ValueError(f"model '{self.name}': groups {self.groups} must name each top-level "
+                       f"parameter {sorted(names)} exactly once.")
+    return [list(g) for g in self.groups]
 
 
 @functools.cache
@@ -147,4 +254,6 @@ def make_model(name: str, *, num_classes: int, input_shape: Sequence[int],
                      f"allowed: {sorted(allowed)}.")
   options = {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}
   module = cls(num_classes=num_classes, mean=tuple(mean), std=tuple(std), **options)
-  return Model(name, module, tuple(input_shape), num_classes)
+  groups = stage_groups(module.stage_sizes) if name == "resnet18" else None
+  return Model(name, module, tuple(input_shape), num_classes, groups,
+               normalization=(tuple(mean), tuple(std)))

@@ -35,6 +35,13 @@ class BasicBlock(nn.Module):
     return nn.relu(x + y)
 
 
+def stage_groups(stage_sizes: Sequence[int]) -> tuple[tuple[str, ...], ...]:
+  """CF-k / EU-k's blocks in forward order: the stem, each stage, the head (k = 2: layer4 +
+  head, as in the SCRUB notebook)."""
+  stages = (tuple(f"layer{i + 1}_{j}" for j in range(n)) for i, n in enumerate(stage_sizes))
+  return (("stem_conv", "stem_bn"), *stages, ("head",))
+
+
 class ResNet18(nn.Module):
   """CIFAR ResNet-18 (docs/math.md §1.3): x ∈ [0, 1] [B, H, W, 3] → (features [B, 512·width],
   logits [B, num_classes]); stage outputs are sown as ``intermediates`` ``layer1``–``layer4``."""

@@ -5,8 +5,12 @@ from unlearn_jax.objectives.compose import (
     Objective,
     Outputs,
     Term,
+    check_weights,
+    forget_mask,
+    make_frozen,
     make_objective,
     with_augmentation,
 )
 
-__all__ = ["Context", "Objective", "Outputs", "Term", "make_objective", "with_augmentation"]
+__all__ = ["Context", "Objective", "Outputs", "Term", "check_weights", "forget_mask",
+           "make_frozen", "make_objective", "with_augmentation"]

@@ -17,14 +17,21 @@ The model's batch-norm running statistics (``model_state``) flow through the obj
 jax_privacy's loss contract, because a training-mode forward pass updates them.
 
 "Spotter + X" is the union of two term dicts: ``make_objective(model, {**spotter, **x})``.
+:func:`make_frozen` builds ``frozen``; the objective checks, when it is traced, that ``batch``
+and ``frozen`` hold every stream, weight, teacher and entry its terms read, and names what is
+missing and what was given. A training-mode forward pass of stream s draws the model's RNG
+collections (Dropout) from ``fold_in(key, T + i_s)`` (T terms, i_s the stream's index among all
+the objective's streams), apart from the terms' keys ``fold_in(key, i_term)``.
 """
 
 import dataclasses
+import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from unlearn_jax.data.augment import random_crop_flip
 from unlearn_jax.models import Model
@@ -53,11 +60,114 @@ class Context:
 
 @dataclasses.dataclass(frozen=True)
 class Term:
-  """A scalar loss piece ``fn(ctx)`` reading one ``stream`` and the named frozen ``teachers``."""
+  """A scalar loss piece ``fn(ctx)`` reading one ``stream``, the named frozen ``teachers`` and
+  the entries ``needs`` of ``frozen`` (e.g. ``"forget_mask"``)."""
 
   fn: Callable[[Context], jax.Array]
   stream: str | None = None
   teachers: tuple[str, ...] = ()
+  needs: tuple[str, ...] = ()
+
+
+STREAM_FIELDS = ("image", "label", "mask")
+
+
+def forget_mask(forget_classes: Sequence[int], num_classes: int) -> np.ndarray:
+  """Bool [C] vector, True on the forget classes 𝒞_f.
+
+  Raises:
+    ValueError: a class id outside 0..C−1, or every class forgotten (p̃ would be undefined).
+
+  >>> forget_mask((0, 2), 4)
+  array([ True, False,  True, False])
+  """
+  classes = np.asarray(tuple(forget_classes), np.int64)
+  if np.any((classes < 0) | (classes >= num_classes)):
+    raise ValueError(f"forget_classes: {tuple(classes.tolist())} has ids outside "
+                     f"0..{num_classes - 1}.")
+  mask = np.zeros(num_classes, bool)
+  mask[classes] = True
+  if mask.all():
+    raise ValueError(f"forget_classes: all {num_classes} classes are forgotten; the masked "
+                     "softmax needs at least one kept class.")
+  return mask
+
+
+def check_weights(weights: Mapping[str, float], field: str = "weights") -> None:
+  """Raises ValueError naming a weight λ that is not a finite number ≥ 0."""
+  for name, w in weights.items():
+    try:
+      value = float(w)
+    except (TypeError, ValueError):
+      value = math.nan
+    if not math.isfinite(value) or value < 0:
+      raise ValueError(f"{field}.{name}: {w!r} is not allowed; weights must be finite and ≥ 0 "
+                       "(use a negated term, e.g. neg_ce, to ascend a loss).")
+
+
+def make_frozen(weights: Mapping[str, float], *,
+                teachers: Mapping[str, tuple[Any, Any]] | None = None,
+                forget_mask: np.ndarray | None = None) -> dict[str, Any]:
+  """The ``frozen`` context of an objective: ``{"weights": {term: float32 λ}}`` plus
+  ``"teachers"`` {name: (params, model_state)} and ``"forget_mask"`` (bool [C]) when given.
+
+  Raises:
+    ValueError: a weight that is not a finite number ≥ 0, or a forget mask that is not a 1-D
+      bool array.
+
+  >>> make_frozen({"ce": 1.0})
+  {'weights': {'ce': Array(1., dtype=float32)}}
+  """
+  check_weights(weights)
+  frozen: dict[str, Any] = {"weights": {k: jnp.float32(v) for k, v in weights.items()}}
+  if teachers:
+    frozen["teachers"] = dict(teachers)
+  if forget_mask is not None:
+    mask = np.asarray(forget_mask)
+    if mask.dtype != bool or mask.ndim != 1:
+      raise ValueError(f"forget_mask: {mask.dtype} array of shape {mask.shape}; expected bool [C] "
+                       "(forget_mask(forget_classes, num_classes) builds it).")
+    frozen["forget_mask"] = jnp.asarray(mask)
+  return frozen
+
+
+def _readers(terms: Mapping[str, Term], names, test) -> list[str]:
+  return [n for n in names if test(terms[n])]
+
+
+def _check_inputs(terms: Mapping[str, Term], names: list[str], forwards, teacher_reads, batch,
+                  frozen) -> None:
+  """Raises ValueError naming the first stream, field, weight, teacher or frozen entry that the
+  terms ``names`` read and ``batch`` / ``frozen`` lack, with what was given."""
+  if not isinstance(frozen, Mapping) or "weights" not in frozen:
+    given = sorted(frozen) if isinstance(frozen, Mapping) else type(frozen).__name__
+    raise ValueError(f"frozen: no 'weights' (λ of every term); given {given}. Build it with "
+                     "make_frozen(weights, teachers=…, forget_mask=…).")
+  if missing := [n for n in names if n not in frozen["weights"]]:
+    raise ValueError(f"frozen['weights']: no weight for term(s) {missing}; given: "
+                     f"{sorted(frozen['weights'])}.")
+  if not isinstance(batch, Mapping):
+    raise ValueError(f"batch: a {type(batch).__name__}; expected a dict of streams "
+                     f"{{name: {{'image', 'label', 'mask'}}}}.")
+  streams = sorted(k for k in batch if k != "progress")
+  for s in forwards:
+    readers = _readers(terms, names, lambda t, s=s: t.stream == s)
+    if s not in batch:
+      raise ValueError(f"batch: no stream {s!r} (read by term(s) {readers}); given: {streams}.")
+    if lacking := [f for f in STREAM_FIELDS if f not in batch[s]]:
+      raise ValueError(f"batch[{s!r}]: no {lacking} (read by term(s) {readers}); a stream holds "
+                       f"{list(STREAM_FIELDS)}, given: {sorted(batch[s])}.")
+  teachers = frozen.get("teachers", {})
+  for t, s in teacher_reads:
+    if f"{t}/logits" not in batch[s] and t not in teachers:
+      readers = _readers(terms, names, lambda term, t=t, s=s: t in term.teachers
+                         and term.stream == s)
+      raise ValueError(f"frozen['teachers']: no teacher {t!r} (read by term(s) {readers} on "
+                       f"stream {s!r}, whose batch carries no '{t}/logits' either); given: "
+                       f"{sorted(teachers)}.")
+  for n in names:
+    if lacking := [k for k in terms[n].needs if k not in frozen]:
+      raise ValueError(f"frozen: no {lacking} (read by term {n!r}); given: {sorted(frozen)}.")
 
 
 Objective = Callable[..., tuple[jax.Array, tuple[Any, dict[str, jax.Array]]]]
@@ -69,16 +179,28 @@ def make_objective(model: Model, terms: Mapping[str, Term], *, bn_train: bool = 
 
   Args:
     model: the student's model.
-    terms: {name: Term}; each name needs a weight in ``frozen["weights"]``.
+    terms: {name: Term}; each name needs a weight in ``frozen["weights"]``, each term's stream a
+      ``batch`` entry ``{"image", "label", "mask"}``, each teacher an entry of
+      ``frozen["teachers"]`` (or its outputs in the stream), each of its ``needs`` an entry of
+      ``frozen``.
     bn_train: batch norm uses batch statistics and updates running ones (False: frozen, as in
       Spotter).
     streams: compute only the terms reading these data sets (``None`` in it: also the terms
       reading none, such as ℓ1), each with the key and weight it has in the whole objective, so
       objectives over a partition of the data sets sum to the whole one.
+
+  Raises:
+    ValueError: no terms, or a value that is not a :class:`Term`; when the objective is called
+      (traced): a stream, stream field, weight, teacher or ``frozen`` entry that its terms read
+      and ``batch`` / ``frozen`` lack (naming it, the terms that read it and what was given).
   """
   if not terms:
     raise ValueError("terms: an objective needs at least one term.")
+  if bad := [n for n, t in terms.items() if not isinstance(t, Term)]:
+    raise ValueError(f"terms: {bad} are not Terms (build them with objectives.terms, e.g. "
+                     "terms.cross_entropy('retain')).")
   all_names = sorted(terms)
+  all_streams = sorted({t.stream for t in terms.values() if t.stream})
   names = [n for n in all_names if streams is None or terms[n].stream in streams]
   if not names:
     raise ValueError(f"streams: {list(streams)} select no term of {all_names}.")
@@ -86,10 +208,12 @@ def make_objective(model: Model, terms: Mapping[str, Term], *, bn_train: bool = 
   teacher_reads = sorted({(t, terms[n].stream) for n in names for t in terms[n].teachers})
 
   def objective(params, model_state, batch, key, frozen):
+    _check_inputs(terms, names, forwards, teacher_reads, batch, frozen)
     outs = {}
     for s in forwards:
+      forward_key = jax.random.fold_in(key, len(all_names) + all_streams.index(s))
       features, logits, model_state = model.apply(
-          params, model_state, batch[s]["image"], train=bn_train)
+          params, model_state, batch[s]["image"], train=bn_train, key=forward_key)
       outs[s] = Outputs(features, logits)
     teacher_outs = {}
     for t, s in teacher_reads:

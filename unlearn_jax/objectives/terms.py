@@ -43,7 +43,7 @@ def distillation(stream: str, *, teacher: str = "original", temperature: float =
     return _mean(c, losses.distillation(c.out.logits, c.teachers[teacher].logits,
                                         temperature=temperature, forget_mask=mask))
 
-  return Term(fn, stream, (teacher,))
+  return Term(fn, stream, (teacher,), ("forget_mask",) if masked else ())
 
 
 def negated_distillation(stream: str = "forget", *, teacher: str = "original",

@@ -21,7 +21,7 @@ import numpy as np
 from unlearn_jax.data.batching import Stream
 from unlearn_jax.data.datasets import ArrayDataset
 from unlearn_jax.models import Model, eval_forward
-from unlearn_jax.objectives import make_objective, with_augmentation
+from unlearn_jax.objectives import make_frozen, make_objective, with_augmentation
 from unlearn_jax.training import sharding
 from unlearn_jax.training.loop import Hook, Segment, StopRule, run_plan
 from unlearn_jax.training.plan import Block, Plan, block_steps, driver
@@ -71,11 +71,8 @@ def prepare(plan: Plan) -> Prepared:
     given = {t: plan.teachers[t] for t, s in sorted(reads) if s == name and not d.augment}
     extras = {**d.extras, **teacher_outputs(plan.model, d.examples, **given)} if given else d.extras
     streams[name] = Stream(d.examples, d.batch_size, seed=plan.seed, name=name, extras=extras)
-  frozen = {"weights": {k: jnp.float32(v) for k, v in plan.weights.items()}}
-  if plan.forget_mask is not None:
-    frozen["forget_mask"] = jnp.asarray(plan.forget_mask)
-  if in_step:
-    frozen["teachers"] = {t: plan.teachers[t] for t in sorted(in_step)}
+  frozen = make_frozen(plan.weights, teachers={t: plan.teachers[t] for t in sorted(in_step)},
+                       forget_mask=plan.forget_mask)
   positions: dict[str, int] = collections.Counter()
   schedule = []
   for block in plan.blocks:
@@ -164,7 +161,7 @@ def execute_plan(
     checkpoint=None,
     checkpoint_every: int = 0,
     hooks: Sequence[Hook] = (),
-    progress: bool = True,
+    progress: bool = False,
     desc: str = "train",
     split_streams: bool | None = None,
 ) -> tuple[TrainState, list[dict]]:
@@ -225,7 +222,7 @@ def execute_population(
     state: TrainState | None = None,
     checkpoint=None,
     checkpoint_every: int = 0,
-    progress: bool = True,
+    progress: bool = False,
     desc: str = "population",
 ) -> tuple[TrainState, list[dict]]:
   """Runs K plans of identical structure as one ``vmap`` over (state, batch, key, frozen).

@@ -67,7 +67,7 @@ def run_plan(
     log_every: int = 10,
     hooks: Sequence[Hook] = (),
     stop: StopRule | None = None,
-    progress: bool = True,
+    progress: bool = False,
     desc: str = "train",
 ) -> tuple[TrainState, list[dict]]:
   """Runs the plan from ``state.step`` to its end (or until ``stop`` says so).

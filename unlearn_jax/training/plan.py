@@ -22,7 +22,7 @@ import optax
 
 from unlearn_jax.data.datasets import ArrayDataset
 from unlearn_jax.models import Model
-from unlearn_jax.objectives import Term
+from unlearn_jax.objectives import Term, check_weights
 
 
 @dataclasses.dataclass(frozen=True)
@@ -191,8 +191,5 @@ def check_plan(plan: Plan) -> None:
   if plan.blocks and (unknown := set(plan.weights) - used):
     raise ValueError(f"weights: {sorted(unknown)} belong to no term of the blocks "
                      f"(terms: {sorted(used)}).")
-  for name, w in plan.weights.items():
-    if not math.isfinite(float(w)) or float(w) < 0:
-      raise ValueError(f"weights.{name}: {w} is not allowed; weights must be finite and ≥ 0 "
-                       "(use a negated term, e.g. neg_ce, to ascend a loss).")
+  check_weights(plan.weights)
   _number(plan.stop_every, "stop_every", minimum=1)
