@@ -50,7 +50,7 @@ def prototype_targets(original, forget, retain, forget_mask, *, per_class: int,
           defaults={**SGD, "learning_rate": 0.003, "epochs": 10, "batch_size": 128,
                     "lambda1": 0.7, "lambda2": 1.0, "perturbation": PGD, "spotter_weight": 1.0,
                     "align_weight": 1.0, "prototype_examples": 256},
-          profiles={"resnet18": {"batch_size": 256}, "fashion_mnist": {}})
+          profiles={"resnet18": {"batch_size": 256}, "fashion_mnist": {"learning_rate": 0.03}})
 def spotter_align(hp, original, data, seed) -> Plan:
   """``epochs`` over D_f, D_r and Ã zipped alongside."""
   forget = data.require("forget", "spotter_align")
