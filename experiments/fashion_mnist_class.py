@@ -20,6 +20,10 @@ same-class cosine of the forget features; OU@ε in our mode and in both referenc
 recovery attacks; CKA to Retrain. MIA, gradient inversion, few-shot relearning and the later
 evaluations (relearning on D_r, weight space, ToW, unlearning inversion) are off. Not
 yet timed; Retrain's three 5-epoch runs dominate.
+
+``tune``: where ``spotter_align``'s hyper-parameters were chosen, on UA, RA, TA, MIA and the gap to
+Retrain only (every attack off), on a class that no trial forgets (seed 3, class 5) with one
+Retrain seed; the grid is in docs/math.md §2.5.
 """
 
 from unlearn_jax.config import (
@@ -41,7 +45,8 @@ def get_config(arg: str | None = None):
   c.profile = "fashion_mnist"
   c.trials = (0, 1, 2)
   c.trial_classes = ((0,), (3,), (7,))
-  c.evaluation.inversion.models = ("original", "retrain", "ga", "spotter", "opc")
+  c.evaluation.inversion.models = ("original", "retrain", "ga", "spotter", "opc",
+                                   "spotter_align")
   later_evaluations(c)
   if arg == "reference":
     original_reference(c)
@@ -55,7 +60,19 @@ def get_config(arg: str | None = None):
       c.evaluation[name].enabled = False
     c.evaluation.ou.also = ("reference", "reference_compat")
     c.evaluation.pra.geometry = True
+  elif arg == "tune":
+    c.name = "fashion_mnist_class_tune"
+    c.output_dir = "runs/fashion_mnist_class_tune"
+    c.methods = ("retrain", "spotter_align")
+    c.retrain_seeds = (1,)
+    c.trials = (3,)
+    c.trial_classes = ((5,),)
+    for name, value in c.evaluation.items():  # every attack off: MIA and the gap only
+      if isinstance(value, bool):
+        c.evaluation[name] = name == "mia"
+      else:
+        value.enabled = False
   elif arg is not None:
     raise ValueError(f"experiments/fashion_mnist_class.py: unknown variant {arg!r}; allowed: "
-                     "reference.")
+                     "reference, tune.")
   return c

@@ -139,3 +139,25 @@ def test_page_says_not_run_yet_and_invents_no_number():
 def test_setting_names_the_bar_of_three_classes(classes, bar):
   text = claims.setting(_summary({}, classes=classes))
   assert ("below the bar of 3 forget classes" in text) == bar
+
+
+def _composed(fm, ra=(93.0, 92.0, 91.0)):
+  retrain = {"OU/pgd": [0.05, 0.03, 0.07], "FM/forget": [40.0, 10.0, 70.0],
+             "RA": [93.0, 92.5, 91.5], "TA": [91.0, 90.0, 89.0], "UA": [100.0] * 3}
+  mine = {"OU/pgd": [0.01, 0.01, 0.01], "FM/forget": list(fm), "RA": list(ra),
+          "TA": [90.5, 89.5, 88.5], "UA": [100.0] * 3}
+  return _summary({"original": {"FM/forget": [95.0] * 3}, "retrain": retrain,
+                   "spotter_align": mine})
+
+
+def test_composed_method_is_held_to_retrains_mean_plus_two_std_and_its_accuracy():
+  # Retrain FM: mean 40, std 24.49 → bar 88.99; OU bar 0.05 + 2·0.0163 = 0.0827.
+  assert claims.check_composed(_composed((80.0, 20.0, 88.9))).verdict == "holds"
+  over = claims.check_composed(_composed((80.0, 20.0, 89.1)))
+  assert over.verdict.startswith("fails in 1 of 3 trials") and "FM" in over.note
+  low_ra = claims.check_composed(_composed((10.0, 10.0, 10.0), ra=(93.0, 91.0, 91.0)))
+  assert "fails on 3" in low_ra.verdict and "RA (trial 1)" in low_ra.note
+  labels = [label for label, _, _ in over.numbers]
+  assert "Retrain FM (bar: mean + 2 std = 88.99)" in labels  # attacks not run are skipped
+  assert not any("PRA" in label for label in labels)
+  assert claims.check_composed(_summary({"retrain": {}})).verdict.startswith("not checkable")

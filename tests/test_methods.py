@@ -8,6 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from unlearn_jax import seeding
+from unlearn_jax.config import experiment_defaults
 from unlearn_jax.data.splits import ForgetSpec, make_splits
 from unlearn_jax.evaluation.outputs import accuracy, model_outputs
 from unlearn_jax.methods import METHODS, Original, UnlearningData, get_method, method_data
@@ -17,7 +19,8 @@ from unlearn_jax.training.execute import execute_plan, prepare
 from unlearn_jax.unlearning import unlearn
 
 # Must reach ≤ 5% forget-train accuracy with kept-class test accuracy within 3 points.
-STRICT = ("spotter", "opc", "ga", "rl", "salun", "scrub", "neggrad_plus", "boundary_shrink")
+STRICT = ("spotter", "spotter_align", "opc", "ga", "rl", "salun", "scrub", "neggrad_plus",
+          "boundary_shrink")
 
 
 @pytest.fixture(scope="module")
@@ -243,3 +246,46 @@ def test_scrub_skips_remaining_max_steps_once_forgotten(original, splits, digits
   with pytest.raises(ValueError, match="skip rule cannot be vmapped"):
     from unlearn_jax.training.execute import execute_population
     execute_population([plan, plan], keys=jnp.stack([jax.random.key(0)] * 2))
+
+
+def test_spotter_plus_x_is_x_with_spotters_terms_added(original, splits):
+  """spotter_plus_ft = FT's plan + Spotter's terms, data and teacher, FT's driver; with the
+  plug-in's weight at 0 it trains exactly as FT (same retain batches, zero added gradient)."""
+  from unlearn_jax.methods.spotter import spotter_terms
+  plus, ft = get_method("spotter_plus_ft"), get_method("ft")
+  assert plus.variant_of == "ft" and plus.reads == {"forget", "retain"}
+  hp = plus.hparams("small", {"epochs": 1})
+  plan = plus.build(hp, original, _data(plus, splits), 0)
+  base = ft.build(ft.hparams("small", {"epochs": 1}), original, _data(ft, splits), 0)
+  (block,), (ft_block,) = plan.blocks, base.blocks
+  assert set(block.terms) == set(ft_block.terms) | set(spotter_terms())
+  assert block.driver == "retain" and plan.num_steps == base.num_steps
+  assert set(plan.data) == {"forget", "retain", "perturbed"} and "original" in plan.teachers
+  assert plan.weights == {"ft": 1.0, "mkd": 0.7, "mkd_near": pytest.approx(0.3),
+                          "dispersion": 1.0}
+  np.testing.assert_array_equal(plan.forget_mask, np.arange(10) == 0)
+  off = plus.build(plus.hparams("small", {"epochs": 1, "spotter_weight": 0.0}), original,
+                   _data(plus, splits), 0)
+  key = jax.random.key(0)
+  a, _ = execute_plan(off, key=key, progress=False)
+  b, _ = execute_plan(base, key=key, progress=False)
+  for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params), strict=True):
+    np.testing.assert_allclose(x, y, atol=1e-6)
+  assert "spotter_plus_ft" not in experiment_defaults().methods
+
+
+def test_spotter_align_targets_are_masked_teacher_mixtures_of_kept_prototypes(original, splits):
+  """t(x) = Σ_{c∉F} p̃_θo(c|x)·μ_c against a naive loop over classes and examples."""
+  from unlearn_jax.methods.spotter_align import prototype_targets
+  forget, retain = splits.forget.subset(np.arange(20)), splits.retain
+  mask = np.arange(10) == 0
+  targets = prototype_targets(original, forget, retain, mask, per_class=7, seed=3)
+  z, _ = model_outputs(original.model, original.params, original.model_state, retain)
+  draw = seeding.host_rng(3, "spotter_align_prototypes")
+  chosen = {c: draw.permutation(np.flatnonzero(retain.labels == c))[:7] for c in range(1, 10)}
+  _, logits = model_outputs(original.model, original.params, original.model_state, forget)
+  for i in range(len(forget)):
+    p = np.exp(logits[i, 1:] - logits[i, 1:].max())
+    p /= p.sum()
+    expected = sum(p[c - 1] * z[chosen[c]].mean(0) for c in range(1, 10))
+    np.testing.assert_allclose(targets[i], expected, rtol=1e-4, atol=1e-5)

@@ -105,6 +105,14 @@ def test_contraction_values_and_zero_gradient_at_the_origin():
   np.testing.assert_array_equal(grad[1], [0.0, 0.0])
 
 
+def test_relative_squared_error_known_values():
+  x, t = jnp.array([[1.0, 2.0], [0.0, 0.0], [3.0, 4.0]]), jnp.array([[1.0, 0.0], [3.0, 4.0],
+                                                                      [3.0, 4.0]])
+  np.testing.assert_allclose(losses.relative_squared_error(x, t), [4.0, 1.0, 0.0])
+  np.testing.assert_allclose(losses.relative_squared_error(jnp.ones((1, 3)), jnp.zeros((1, 3)),
+                                                          eps=0.5), [6.0])
+
+
 def test_l1_and_masked_mean():
   assert float(losses.l1_norm({"a": jnp.array([-1.0, 2.0]), "b": jnp.array([[3.0]])})) == 6.0
   np.testing.assert_allclose(losses.masked_mean(jnp.array([1.0, 3.0, 100.0]),
@@ -139,7 +147,8 @@ def tiny():
   def stream(i):
     return {"image": jax.random.uniform(jax.random.fold_in(key, i), (6, 3, 3, 1)),
             "label": jnp.array([0, 3, 0, 3, 1, 2]), "mask": jnp.array([1, 1, 1, 1, 1, 0.0]),
-            "is_forget": jnp.array([1, 1, 0, 0, 1, 0.0])}
+            "is_forget": jnp.array([1, 1, 0, 0, 1, 0.0]),
+            "target": jax.random.uniform(jax.random.fold_in(key, 10 + i), (6, 4))}
   batch = {"forget": stream(0), "retain": stream(1), "perturbed": stream(2), "mixed": stream(3),
            "progress": jnp.float32(0.25)}
   teacher, _ = model.init(jax.random.key(2))
@@ -160,6 +169,7 @@ TERMS = {
     "contraction_features_sq": T.contraction("forget", representation="features", squared=True),
     "l1": T.l1_penalty(),
     "blend_kd": T.blended_teacher_distillation("mixed"),
+    "feature_target": T.feature_target("forget"),
 }
 
 

@@ -75,6 +75,8 @@ def installed_run(tmp_path_factory, data_dir):
            "--config.hparams.ft.epochs=1", "--config.evaluation.representation=False",
            "--config.evaluation.inversion.enabled=False",
            "--config.evaluation.relearn.enabled=False", "--config.evaluation.pra.shots=(1,)",
+           *(f"--config.evaluation.{m}.enabled=False"
+             for m in ("tow", "relearn_retain", "weight_space", "uia")),
            "--config.evaluation.pra.num_draws=1", f"--config.data.data_dir={data_dir}",
            "--config.compilation_cache=False", "--config.progress=False"]
   out = subprocess.run([sys.executable, "-W", "error::ResourceWarning", str(script), "run",

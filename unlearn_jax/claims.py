@@ -274,9 +274,65 @@ def check_residuals(summary: dict) -> Finding:
                  note=f"Above the floor in every trial: {names or 'none'}.")
 
 
+# spotter_align's target (issue 17): each attack at most Retrain's mean + this many std over trials
+RETRAIN_SIGMAS = 2.0
+RETAIN_MARGIN = 1.0  # points of RA and TA the composed method may lose against Retrain
+# (label, key) of the attacks spotter_align is held to; lower is safer for every one of them.
+ATTACKS = (("OU PGD", "OU/pgd"), ("PRA strongest", "PRA/forget"), ("FM", "FM/forget"),
+           ("HR lab.", "HR_labels/forget"), ("Inv. PSNR", "inversion/psnr"))
+
+
+def _mean_std(xs: Sequence) -> tuple[float | None, float | None]:
+  xs = [x for x in (_number(v) for v in xs) if x is not None]
+  if not xs:
+    return None, None
+  mean = sum(xs) / len(xs)
+  return mean, (sum((x - mean) ** 2 for x in xs) / len(xs)) ** 0.5
+
+
+def check_composed(summary: dict, model: str = "spotter_align") -> Finding:
+  """``model`` within Retrain's reach on every attack and keeps its accuracy, every trial: each
+  attack's value ≤ Retrain's mean + RETRAIN_SIGMAS std over the trials (attacks it is not run
+  under are skipped), RA and TA ≥ Retrain's − RETAIN_MARGIN, UA ≥ OUTPUT_UA."""
+  if model not in summary["models"]:
+    return Finding(f"not checkable: the summary has no {model}")
+  n = len(summary["seeds"])
+  ok, numbers, short = [True] * n, [], []
+  for label, key in ATTACKS:
+    mean, std = _mean_std(values(summary, "retrain", key))
+    mine = [_number(v) for v in values(summary, model, key)]
+    if mean is None or all(v is None for v in mine):
+      continue
+    bar = mean + RETRAIN_SIGMAS * std
+    held = [v is not None and v <= bar for v in mine]
+    ok = [a and b for a, b in zip(ok, held, strict=True)]
+    if not all(held):
+      short.append(label)
+    numbers += [(f"{model} {label}", mine, ".4f" if key == "OU/pgd" else ".1f"),
+                (f"Retrain {label} (bar: mean + {RETRAIN_SIGMAS:.0f} std = "
+                 f"{bar:.4g})", values(summary, "retrain", key),
+                 ".4f" if key == "OU/pgd" else ".1f")]
+  for key in ("RA", "TA"):
+    for t, (a, r) in enumerate(zip(values(summary, model, key), values(summary, "retrain", key),
+                                   strict=True)):
+      a, r = _number(a), _number(r)
+      if a is None or r is None or a < r - RETAIN_MARGIN:
+        ok[t] = False
+        short.append(f"{key} (trial {t})")
+    numbers.append((f"{model} {key} − Retrain's", [
+        None if _number(a) is None or _number(r) is None else _number(a) - _number(r)
+        for a, r in zip(values(summary, model, key), values(summary, "retrain", key),
+                        strict=True)], ".1f"))
+  ua = [_number(v) for v in values(summary, model, "UA")]
+  ok = [o and u is not None and u >= OUTPUT_UA for o, u in zip(ok, ua, strict=True)]
+  note = f"Short of the target on: {', '.join(dict.fromkeys(short))}." if short else ""
+  return Finding(verdict(ok, summary), tuple(numbers), note=note)
+
+
 SPOTTER = "Spotter (Ha, Park & Yoon)"
 OPC = "OPC (one-point contraction)"
 REPRESENTATION = "Representation forgetting"
+COMPOSED = "unlearn_jax's composed method (spotter_align, issue 17)"
 CLAIMS = (
     Claim(SPOTTER, "OU@ε far below the baselines", f"Spotter's OU@ε (PGD) ≤ {FAR} × the lowest "
           "other method's, Retrain included", CLASS_EXPERIMENTS, check_ou),
@@ -298,6 +354,10 @@ CLAIMS = (
           f"some method with UA ≥ {OUTPUT_UA:.0f} % has RC on D_f above Retrain's noise floor "
           f"(mean + {FLOOR_SIGMAS:.0f} std over Retrain seed pairs)", CLASS_EXPERIMENTS,
           check_residuals),
+    Claim(COMPOSED, "Closes both blind spots", f"every attack at most Retrain's mean + "
+          f"{RETRAIN_SIGMAS:.0f} std over trials (OU@ε PGD, PRA strongest, FM, HR lab., "
+          f"inversion PSNR); RA and TA within {RETAIN_MARGIN:.0f} point of Retrain's; UA ≥ "
+          f"{OUTPUT_UA:.0f} %", ("fashion_mnist_class", "digits"), check_composed),
 )
 
 
@@ -363,6 +423,7 @@ def render_claims(summaries: dict[str, dict], claims: Sequence[Claim] = CLAIMS) 
   return "\n".join(lines).rstrip("\n") + "\n"
 
 
-__all__ = ["CLAIMS", "Claim", "Finding", "attack_or_model", "check_collapse", "check_inversion",
+__all__ = ["CLAIMS", "Claim", "Finding", "attack_or_model", "check_collapse", "check_composed",
+           "check_inversion",
            "check_no_retain", "check_ou", "check_plug_and_play", "check_pra", "check_recovery",
            "check_residuals", "render_claims", "setting", "values", "verdict"]

@@ -142,8 +142,10 @@ def experiment_defaults() -> ml_collections.ConfigDict:
   # runs a vmapped convolution several times slower per model (docs/performance.md).
   c.retrain_vmap = None
   c.profile = "small"  # methods' hyper-parameter profile: small | resnet18 | fashion_mnist
-  # Every registered method (Retrain first); a method registered before this call is included.
-  c.methods = ("retrain", *(name for name in METHODS if name != "retrain"))
+  # Every registered method (Retrain first) but variants of another (spotter_plus_X); a method
+  # registered before this call is included.
+  c.methods = ("retrain", *(name for name, m in METHODS.items()
+                            if name != "retrain" and m.variant_of is None))
   # Per-method overrides of the profile's hyper-parameters: --config.hparams.spotter.epochs=5.
   c.hparams = ml_collections.ConfigDict({name: {} for name in METHODS})
   # One entry per registered metric (evaluation/registry.py): a bool or its settings' defaults,

@@ -304,7 +304,8 @@ class InversionSettings(registry.Settings):
   the search of :class:`InversionConfig`."""
 
   # The models attacked, those of them that a run has (others named are skipped).
-  models: tuple[str, ...] = ("original", "retrain", "ga", "spotter", "opc")
+  models: tuple[str, ...] = ("original", "retrain", "ga", "spotter", "opc",
+                              "spotter_align")
   num_images: int = 4
   iterations: int = 300
   restarts: int = 1

@@ -135,7 +135,9 @@ Build = Callable[[HParams, Original, UnlearningData, int], Plan]
 @dataclasses.dataclass(frozen=True)
 class Method:
   """A registered unlearning method: its plan builder, the data sets it reads, its
-  hyper-parameters (``defaults``, and per profile the values that differ) and a description."""
+  hyper-parameters (``defaults``, and per profile the values that differ), a description and,
+  for a variant of another method (``spotter_plus_ga``), that method's name: a default
+  experiment runs every method that is not a variant."""
 
   name: str
   reads: frozenset[str]
@@ -143,6 +145,7 @@ class Method:
   defaults: Mapping[str, Any]
   profiles: Mapping[str, Mapping[str, Any]]
   description: str
+  variant_of: str | None = None
 
   def hparams(self, profile: str = BASE_PROFILE, overrides: Mapping[str, Any] | None = None, *,
               field: str | None = None) -> HParams:
@@ -173,7 +176,8 @@ def known_profiles() -> tuple[str, ...]:
 
 
 def register(name: str, *, reads, description: str, defaults: Mapping[str, Any],
-             profiles: Mapping[str, Mapping[str, Any]] | None = None) -> Callable[[Build], Build]:
+             profiles: Mapping[str, Mapping[str, Any]] | None = None,
+             variant_of: str | None = None) -> Callable[[Build], Build]:
   """Decorator: registers ``build`` as method ``name`` (the ``small`` profile is ``defaults``;
   another profile is ``defaults`` updated by ``profiles[profile]``, or ``defaults`` itself)."""
   reads = frozenset(reads)
@@ -181,7 +185,8 @@ def register(name: str, *, reads, description: str, defaults: Mapping[str, Any],
     raise ValueError(f"method '{name}': reads {sorted(bad)}; allowed {DATA_SETS}.")
 
   def add(build: Build) -> Build:
-    method = Method(name, reads, build, dict(defaults), dict(profiles or {}), description)
+    method = Method(name, reads, build, dict(defaults), dict(profiles or {}), description,
+                    variant_of)
     for profile, values in method.profiles.items():  # every key a profile sets is a default
       _merge(method.defaults, values, f"{name} profile '{profile}'")
     METHODS[name] = method

@@ -10,6 +10,7 @@ once from θ_o (PGD or Gaussian, :mod:`unlearn_jax.perturbations`) from a key of
 with :func:`spotter_weights` and Spotter's own Ã from :func:`spotter_perturbed_set`.
 """
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
@@ -20,7 +21,7 @@ from unlearn_jax.methods.common import optimizer
 from unlearn_jax.methods.registry import Original, register
 from unlearn_jax.objectives import Term, terms
 from unlearn_jax.perturbations import PerturbationConfig, perturbed_set
-from unlearn_jax.training.plan import Block, Data, Plan
+from unlearn_jax.training.plan import Block, Data, Plan, driver
 
 
 def spotter_terms() -> dict[str, Term]:
@@ -78,3 +79,34 @@ def spotter(hp, original, data, seed) -> Plan:
               spotter_weights(hp.lambda1, hp.lambda2), seed,
               teachers={"original": (original.params, original.model_state)},
               forget_mask=data.forget_mask, info={"perturbed_examples": len(near)})
+
+
+SPOTTER_HPARAMS = ("lambda1", "lambda2", "perturbation")
+
+
+def with_spotter(plan: Plan, hp, original, data, seed) -> Plan:
+  """``plan`` + Spotter's terms in every block: "X + Spotter", the paper's plug-and-play use.
+
+  Each block minimises its own terms + w·(λ₁·KL_f + (1 − λ₁)·KL_Ã + λ₂·L_disp), w =
+  ``hp.spotter_weight``, and keeps its driver (whose epochs count); D_f (if the plan lacks it)
+  and Ã join its data in batches of the plan's first data set, θ_o its teachers, and the forget
+  mask its context. ``hp`` holds the method's own values and :data:`SPOTTER_HPARAMS`.
+  """
+  forget = data.require("forget", "spotter (plug-in)")
+  if not data.forget_classes:
+    raise ValueError("spotter (plug-in): class unlearning only (forget.classes); its masked "
+                     "teacher removes whole classes.")
+  batch_size = next(iter(plan.data.values())).batch_size
+  sets = {"forget": Data(forget, batch_size), **plan.data,
+          "perturbed": Data(spotter_perturbed_set(original, forget, seed=seed,
+                                                  perturbation=hp.perturbation), batch_size)}
+  added = spotter_terms()
+  blocks = [dataclasses.replace(b, terms={**b.terms, **added}, driver=driver(plan, b))
+            for b in plan.blocks]
+  weights = {**plan.weights, **{k: hp.spotter_weight * w for k, w in
+                                spotter_weights(hp.lambda1, hp.lambda2).items()}}
+  return dataclasses.replace(
+      plan, data=sets, blocks=blocks, weights=weights,
+      teachers={**plan.teachers, "original": (original.params, original.model_state)},
+      forget_mask=data.forget_mask,
+      info={**plan.info, "perturbed_examples": len(sets["perturbed"].examples)})

@@ -105,6 +105,12 @@ def contraction(representations: jax.Array, *, squared: bool = False, axis: Axis
   return safe_norm(representations, axis=axis, where=where)
 
 
+def relative_squared_error(x: jax.Array, target: jax.Array, *, axis: Axis = -1,
+                           eps: float = NORM_EPS) -> jax.Array:
+  """‖x − t‖² / max(‖t‖², ε) along ``axis``: 0 at x = t, 1 at x = 0, whatever t's scale."""
+  return jnp.sum((x - target) ** 2, axis=axis) / jnp.maximum(jnp.sum(target**2, axis=axis), eps)
+
+
 def l1_norm(params) -> jax.Array:
   """‖θ‖₁ = Σ |θ_i| over every leaf."""
   return sum(jnp.sum(jnp.abs(p)) for p in jax.tree.leaves(params))

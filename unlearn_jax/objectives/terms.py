@@ -72,6 +72,13 @@ def contraction(stream: str = "forget", *, representation: str = "logits",
   return Term(fn, stream)
 
 
+def feature_target(stream: str = "forget", *, target: str = "target") -> Term:
+  """E ‖f_θ(x) − t(x)‖² / ‖t(x)‖²: penultimate features toward per-example targets t, read from
+  the stream's ``target`` extra (a :class:`~unlearn_jax.training.plan.Data` extra)."""
+  return Term(lambda c: _mean(c, losses.relative_squared_error(c.out.features,
+                                                               c.data[target])), stream)
+
+
 def l1_penalty(*, decay: str = "linear") -> Term:
   """γ_t‖θ‖₁ with γ_t = (1 − t/T) (linear decay; the term's weight is γ₀) or constant."""
   if decay not in ("linear", "constant"):
