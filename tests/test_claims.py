@@ -161,3 +161,26 @@ def test_composed_method_is_held_to_retrains_mean_plus_two_std_and_its_accuracy(
   assert "Retrain FM (bar: mean + 2 std = 88.99)" in labels  # attacks not run are skipped
   assert not any("PRA" in label for label in labels)
   assert claims.check_composed(_summary({"retrain": {}})).verdict.startswith("not checkable")
+
+
+def test_the_gap_to_the_paper_is_split_into_original_attack_and_mode():
+  from unlearn_jax import paper_gap
+  ours = _summary({"spotter": {"PRA/ref": [99.0, 98.0, 97.0], "PRA/forget": [80.0, 85.0, 90.0],
+                               "OU/pgd": [0.004] * 3},
+                   "retrain": {"PRA/ref": [100.0] * 3}, "original": {"PRA/ref": [99.9] * 3}})
+  reference = _summary({"spotter": {"PRA/ref": [3.0, 4.0, 5.0], "PRA/forget": [30.0, 35.0, 40.0],
+                                    "OU/pgd": [0.01, 0.02, 0.03],
+                                    "OU/reference/pgd": [0.03, 0.03, 0.03]},
+                        "original": {"head/norm_forget": [1.7] * 3,
+                                     "head/norm_kept": [1.6] * 3}})
+  found = paper_gap.sources(ours, reference)
+  assert found["original"] == pytest.approx(94.0) and found["mode"] == pytest.approx(-0.01)
+  assert found["attack (our original)"] == pytest.approx(-13.0)
+  assert found["attack (reference original)"] == pytest.approx(31.0)
+  page = "\n".join(paper_gap.render_paper_gap({paper_gap.OURS: ours,
+                                               paper_gap.REFERENCE: reference}))
+  assert "| Spotter PRA ref. | 99.0 | 98.0 | 97.0 | 3.0 | 4.0 | 5.0 |" in page
+  assert "| original head ‖W_f‖ / ‖W_kept‖ | — / — | — / — | — / — | 1.70 / 1.60 |" in page
+  assert "+94.0 points higher" in page and "-0.0100" in page
+  assert "Not run yet (needs results/fashion_mnist_class_reference.json)" in "\n".join(
+      paper_gap.render_paper_gap({paper_gap.OURS: ours}))

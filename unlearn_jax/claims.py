@@ -11,6 +11,7 @@ number is invented.
 import dataclasses
 from collections.abc import Callable, Sequence
 
+from unlearn_jax.paper_gap import render_paper_gap
 from unlearn_jax.summaries import cell, present
 
 MIN_CLASSES = 3  # forget classes (or class sets) a claim is checked on, on Fashion-MNIST
@@ -416,6 +417,7 @@ def render_claims(summaries: dict[str, dict], claims: Sequence[Claim] = CLAIMS) 
                          f"{' / '.join(_classes(k) for k in summary['forget_classes'])}): "
                          f"{per_trial}.")
     lines.append("")
+  lines += render_paper_gap(summaries)
   if notes:
     lines += ["## Notes", "", *notes, ""]
   if details:
