@@ -21,7 +21,7 @@ LAYERS = (
     ("unlearning",),
     ("evaluation",),
     ("populations",),
-    ("report", "population_report", "summaries", "claims", "results_docs"),
+    ("report", "population_report", "summaries", "paper_gap", "claims", "results_docs"),
     ("config", "runs", "experiment", "runner", "population_experiment", "population_memorization",
      "population_runner"),
     ("cli",),
