@@ -15,9 +15,10 @@ def compute_dtype(name: str):
   return None if name == "float32" else jnp.dtype(name)
 
 
-def float32(x: jnp.ndarray) -> jnp.ndarray:
-  """``x`` as float32 (no operation when it already is)."""
-  return x.astype(jnp.float32)
+def upcast(x: jnp.ndarray) -> jnp.ndarray:
+  """``x`` in at least float32: bfloat16 becomes float32, float32 and float64 stay (no
+  operation)."""
+  return x.astype(jnp.promote_types(x.dtype, jnp.float32))
 
 
 def normalize(images: jnp.ndarray, mean, std, dtype=None) -> jnp.ndarray:

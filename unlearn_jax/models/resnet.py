@@ -16,7 +16,7 @@ from typing import Any
 
 import flax.linen as nn
 
-from unlearn_jax.models.layers import compute_dtype, float32, global_avg_pool, normalize
+from unlearn_jax.models.layers import compute_dtype, global_avg_pool, normalize, upcast
 
 _conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
@@ -72,7 +72,7 @@ class ResNet18(nn.Module):
       for j in range(size):
         stride = 2 if i > 0 and j == 0 else 1
         x = BasicBlock(w, stride, norm, dtype, name=f"layer{i + 1}_{j}")(x)
-      self.sow("intermediates", f"layer{i + 1}", global_avg_pool(float32(x)))
-    features = global_avg_pool(float32(x))
+      self.sow("intermediates", f"layer{i + 1}", global_avg_pool(upcast(x)))
+    features = global_avg_pool(upcast(x))
     head = nn.Dense(self.num_classes, kernel_init=nn.initializers.normal(0.01), name="head")
     return features, head(features)

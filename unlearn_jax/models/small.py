@@ -13,11 +13,11 @@ from collections.abc import Sequence
 import flax.linen as nn
 
 from unlearn_jax.models.layers import (
-    compute_dtype,
-    float32,
-    global_avg_pool,
-    max_pool_2x2,
-    normalize,
+  compute_dtype,
+  global_avg_pool,
+  max_pool_2x2,
+  normalize,
+  upcast,
 )
 
 
@@ -39,9 +39,9 @@ class SmallCNN(nn.Module):
     for i, c in enumerate(self.channels):
       x = nn.relu(nn.Conv(c, (3, 3), padding="SAME", dtype=dtype, name=f"conv{i + 1}")(x))
       x = max_pool_2x2(x)
-      self.sow("intermediates", f"block{i + 1}", global_avg_pool(float32(x)))
+      self.sow("intermediates", f"block{i + 1}", global_avg_pool(upcast(x)))
     x = x.reshape(x.shape[0], -1)
-    features = float32(nn.relu(nn.Dense(self.hidden, dtype=dtype, name="dense")(x)))
+    features = upcast(nn.relu(nn.Dense(self.hidden, dtype=dtype, name="dense")(x)))
     return features, nn.Dense(self.num_classes, name="head")(features)
 
 
@@ -62,6 +62,6 @@ class MLP(nn.Module):
     for i, h in enumerate(self.hidden):
       x = nn.relu(nn.Dense(h, dtype=dtype, name=f"dense{i + 1}")(x))
       if i < len(self.hidden) - 1:
-        self.sow("intermediates", f"hidden{i + 1}", float32(x))
-    x = float32(x)
+        self.sow("intermediates", f"hidden{i + 1}", upcast(x))
+    x = upcast(x)
     return x, nn.Dense(self.num_classes, name="head")(x)
