@@ -22,7 +22,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from unlearn_jax.models.layers import compute_dtype
+from unlearn_jax.models.layers import compute_dtype, upcast
 from unlearn_jax.models.resnet import ResNet18, stage_groups
 from unlearn_jax.models.small import MLP, SmallCNN
 
@@ -135,16 +135,17 @@ class Model:
             train: bool = False,
             key: jax.Array | None = None) -> tuple[jax.Array, jax.Array, ModelState]:
     """``(features [B, d], logits [B, C], model_state)`` for images in [0, 1]; with
-    ``train`` and a ``key``, the RNG collections (Dropout) draw from ``key``."""
+    ``train`` and a ``key``, the RNG collections (Dropout) draw from ``key``. Features and
+    logits are at least float32, whatever the module computes in (mixed precision)."""
     self.check_images(images)
     variables = self._variables(params, model_state)
     rngs = _rngs(self, key) if train and key is not None else None
     if train and model_state:
       (features, logits), updates = self.module.apply(
           variables, images, train=True, mutable=["batch_stats"], rngs=rngs)
-      return features, logits, updates["batch_stats"]
+      return upcast(features), upcast(logits), updates["batch_stats"]
     features, logits = self.module.apply(variables, images, train=train, rngs=rngs)
-    return features, logits, model_state
+    return upcast(features), upcast(logits), model_state
 
   def stage_features(self, params: Params, model_state: ModelState,
                      images: jax.Array) -> dict[str, jax.Array]:
