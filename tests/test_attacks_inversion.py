@@ -9,7 +9,9 @@ import pytest
 from unlearn_jax.data.datasets import ArrayDataset
 from unlearn_jax.evaluation.image_metrics import psnr
 from unlearn_jax.evaluation.inversion import (
+  BATCH_SIZE,
   InversionConfig,
+  default_batch_size,
   gradient_cosine,
   gradient_inversion,
   inversion_bounds,
@@ -58,7 +60,8 @@ def test_gradient_cosine():
 @pytest.fixture(scope="module")
 def reconstruction(digits_model, digits_original, targets):
   """The batched attack on θ_o: all images and restarts in one jitted program."""
-  return gradient_inversion(digits_model, *digits_original, targets, seed=0, config=FAST)
+  return gradient_inversion(digits_model, *digits_original, targets, seed=0, config=FAST,
+                            batch_size=len(targets))
 
 
 def test_head_gradient_is_outer_product(digits_model, digits_original, targets):
@@ -85,11 +88,12 @@ def test_reconstructs_digits_from_original_gradients(reconstruction, targets):
 
 
 def test_batch_equals_loop(digits_model, digits_original, targets, reconstruction):
-  """batch_size=1 runs one jitted call per image: the same starts, and images that agree up to
-  float reassociation (batched and single-image convolutions sum in different orders, and 300
-  signed steps carry the last-bit differences a little further)."""
-  loop = gradient_inversion(digits_model, *digits_original, targets, seed=0, config=FAST,
-                            batch_size=1)
+  """batch_size=1 (the default on CPU, where it is the faster form) runs one jitted call per
+  image: the same starts, and images that agree up to float reassociation (batched and
+  single-image convolutions sum in different orders, and 300 signed steps carry the last-bit
+  differences a little further)."""
+  assert default_batch_size() == (1 if jax.default_backend() == "cpu" else BATCH_SIZE)
+  loop = gradient_inversion(digits_model, *digits_original, targets, seed=0, config=FAST)
   np.testing.assert_array_equal(loop["init_psnr"], reconstruction["init_psnr"])
   np.testing.assert_allclose(loop["reconstructions"], reconstruction["reconstructions"],
                              atol=0.05)

@@ -3,14 +3,17 @@
 import gzip
 import pathlib
 
+import jax
 import numpy as np
 import pytest
 
 from unlearn_jax.data import builders
 from unlearn_jax.data.batching import Stream, gather
-from unlearn_jax.data.datasets import load_dataset
+from unlearn_jax.data.datasets import ArrayDataset, load_dataset, pixels_to_float
 from unlearn_jax.data.idx import read_idx
+from unlearn_jax.data.records import RecordImages
 from unlearn_jax.data.splits import ForgetSpec, make_splits
+from unlearn_jax.training import sharding
 
 
 def test_digits_is_real_and_split_stratified(digits):
@@ -140,3 +143,88 @@ def test_gather_pads_with_mask_and_extras(digits):
   b = gather(digits.train, np.array([3, 4]), 4, extras={"w": np.arange(len(digits.train))})
   np.testing.assert_array_equal(b["mask"], [1, 1, 0, 0])
   np.testing.assert_array_equal(b["w"][:2], [3, 4])
+
+
+# ---------------------------------------------------------------- how data is kept
+
+def test_pixels_read_as_numpy_divides_them_on_host_and_in_jit(digits):
+  """uint8 storage: a quarter of the bytes, and p/255 bit-identical to the float path of before
+  (``astype(np.float32) / 255``) on the host and inside a jitted program, where XLA would round
+  a division by 255 differently for 126 of the 256 values."""
+  every = np.arange(256, dtype=np.uint8)
+  before = every.astype(np.float32) / 255.0
+  for converted in (pixels_to_float(every), np.asarray(jax.jit(pixels_to_float)(every))):
+    np.testing.assert_array_equal(converted.view(np.uint32), before.view(np.uint32))
+  assert digits.train.is_pixels and digits.train.stored.dtype == np.uint8
+  assert digits.train.stored.nbytes * 4 == digits.train.images.nbytes
+  np.testing.assert_array_equal(digits.train.images,
+                                digits.train.stored.astype(np.float32) / 255.0)
+  floats = ArrayDataset(digits.train.images, digits.train.labels)
+  for kept in (digits.train.subset(np.arange(5, 9)), ArrayDataset.concatenate(
+      [digits.train.subset(np.arange(5, 7)), digits.train.subset(np.arange(7, 9))])):
+    assert kept.is_pixels
+    np.testing.assert_array_equal(kept.images, floats.subset(np.arange(5, 9)).images)
+  batch = gather(digits.train, np.array([3, 4]), 4, stored=True)
+  assert batch["image"].dtype == np.uint8
+  np.testing.assert_array_equal(pixels_to_float(batch["image"]),
+                                gather(floats, np.array([3, 4]), 4)["image"])
+  with pytest.raises(ValueError, match=r"from_pixels: pixels are float32; expected uint8"):
+    ArrayDataset.from_pixels(floats.images, floats.labels)
+
+
+class CountingSource:
+  """A data source that records which rows were read."""
+
+  def __init__(self, source):
+    self.source, self.read = source, []
+
+  def __len__(self):
+    return len(self.source)
+
+  def __getitem__(self, i):
+    return self.source[i]
+
+  def __getitems__(self, rows):
+    self.read += list(rows)
+    return self.source.__getitems__(rows)
+
+
+def test_fashion_mnist_read_by_index_gives_the_in_memory_batches(fashion_idx_dir, tmp_path):
+  """A budget below the dataset's size keeps it as records read by index: the same labels,
+  statistics, images and stream batches as in memory, and only the rows asked for are read —
+  a subset reads nothing, and placing a batch over 2 devices reads each of its rows once
+  (each process reads only its own devices' rows)."""
+  memory = load_dataset("fashion_mnist", data_dir=str(tmp_path), source_dir=fashion_idx_dir,
+                        storage="memory")
+  records = load_dataset("fashion_mnist", data_dir=str(tmp_path), source_dir=fashion_idx_dir,
+                         memory_budget_gib=1e-4)  # 300 images of 784 bytes > 105 kB
+  assert isinstance(memory.train.stored, np.ndarray)
+  assert isinstance(records.train.stored, RecordImages)
+  assert (records.mean, records.std, records.class_names) == (memory.mean, memory.std,
+                                                              memory.class_names)
+  np.testing.assert_array_equal(records.train.labels, memory.train.labels)
+  np.testing.assert_array_equal(records.test.images, memory.test.images)
+  for stored in (False, True):
+    a, b = (Stream(d.train, 64, seed=1, name="train", stored=stored) for d in (memory, records))
+    for step in (0, 3, 7):
+      np.testing.assert_array_equal(np.asarray(a.batch(step)["image"]),
+                                    np.asarray(b.batch(step)["image"]))
+  counting = CountingSource(records.train.stored.source)
+  view = ArrayDataset.from_pixels(RecordImages(counting), records.train.labels)
+  forget = view.subset(np.flatnonzero(view.labels == 0))
+  assert counting.read == [] and len(forget) == np.sum(memory.train.labels == 0)
+  batch = gather(forget, np.arange(len(forget)), 2 * len(forget), stored=True)
+  placed = sharding.shard_leading(batch, sharding.make_mesh(2))
+  rows = forget.stored.index[np.r_[np.arange(len(forget)), np.zeros(len(forget), int)]]
+  assert sorted(counting.read) == sorted(rows.tolist())
+  np.testing.assert_array_equal(np.asarray(placed["image"]),
+                                memory.train.subset(rows).stored)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"storage": "disk"}, r"data.storage: 'disk'; allowed: auto, memory, records"),
+    ({"memory_budget_gib": -1.0}, r"data.memory_budget_gib: -1.0; must be ≥ 0"),
+])
+def test_bad_storage_settings_name_the_field(kwargs, message):
+  with pytest.raises(ValueError, match=message):
+    load_dataset("digits", **kwargs)

@@ -128,10 +128,13 @@ def _numbers(tree):
 
 
 def test_same_config_and_seed_give_identical_numbers(quick_run, tmp_path, data_dir):
-  """A second run from nothing (its own cache: the original and Retrain trained again) repeats
-  the fixture's run to the last bit, for the methods it runs."""
+  """A second run from nothing (its own cache: the original and Retrain trained again), its
+  dataset read by index from the records rather than kept in memory (the larger-than-memory
+  path, ``storage="records"``), repeats the fixture's run to the last bit, for the methods it
+  runs."""
   again = runner.run_experiment(_config(
-      tmp_path, data_dir, "--config.methods=('retrain', 'ga', 'spotter', 'opc')"))
+      tmp_path, data_dir, "--config.methods=('retrain', 'ga', 'spotter', 'opc')",
+      "--config.data.storage='records'"))
   first = json.loads((quick_run / "results.json").read_text())
   assert list(again["models"]) == ["original", "retrain", "ga", "spotter", "opc"]
   for name, row in again["models"].items():

@@ -15,6 +15,7 @@ from unlearn_jax.evaluation.outputs import accuracy, model_outputs
 from unlearn_jax.methods import METHODS, Original, UnlearningData, get_method, method_data
 from unlearn_jax.methods.last_k import last_blocks_mask
 from unlearn_jax.methods.salun import saliency_mask
+from unlearn_jax.models import make_model
 from unlearn_jax.training.execute import execute_plan, prepare
 from unlearn_jax.unlearning import unlearn
 
@@ -184,6 +185,30 @@ def test_salun_and_cf_k_masked_weights_stay_bit_identical(original, splits, resu
   assert cf_k.history[-1]["step"] >= 20
   mask = last_blocks_mask(original.model, original.params, 2)
   frozen_ok, moved = _bit_identical_where_masked(mask, original.params, cf_k.params)
+  assert frozen_ok and moved
+
+
+def test_bfloat16_unlearning_meets_the_same_bar_and_keeps_masks_bit_identical(
+    digits, digits_model, digits_original, splits):
+  """The float32 original run with bfloat16 compute (``dtype="bfloat16"``): Spotter meets the
+  float32 test's bar (D_f ≤ 5 %, D_t^r within 3 points of the original) and SalUn's and CF-k's
+  masked weights stay bit-identical (the mask is applied to float32 updates)."""
+  model = make_model("small_cnn", num_classes=10, input_shape=digits.image_shape,
+                     mean=digits.mean, std=digits.std, dtype="bfloat16")
+  original = Original(model, *digits_original)
+  base_test = accuracy(digits_model, *digits_original, splits.test_retain)
+  spotter = unlearn("spotter", original, splits, seed=0, progress=False)
+  assert {x.dtype for x in jax.tree.leaves(spotter.params)} == {np.dtype(np.float32)}
+  assert accuracy(model, spotter.params, spotter.model_state, splits.forget) <= 5.0
+  assert accuracy(model, spotter.params, spotter.model_state, splits.test_retain) >= base_test - 3
+  salun = unlearn("salun", original, splits, seed=0, progress=False)
+  frozen_ok, moved = _bit_identical_where_masked(saliency_mask(original, splits.forget, 0.5),
+                                                 original.params, salun.params)
+  assert frozen_ok and moved
+  cf_k = unlearn("cf_k", original, splits, seed=0, progress=False,
+                 hparams={"weight_decay": 5e-4, "momentum": 0.9})
+  frozen_ok, moved = _bit_identical_where_masked(last_blocks_mask(model, original.params, 2),
+                                                 original.params, cf_k.params)
   assert frozen_ok and moved
 
 

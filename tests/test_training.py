@@ -15,14 +15,15 @@ import pytest
 from unlearn_jax.checkpoint import Checkpointer, CheckpointMismatchError
 from unlearn_jax.data.batching import Stream
 from unlearn_jax.data.datasets import ArrayDataset, load_dataset
-from unlearn_jax.evaluation.outputs import accuracy
+from unlearn_jax.evaluation.outputs import accuracy, model_outputs
+from unlearn_jax.methods import Original, get_method, method_data
 from unlearn_jax.models import make_model
 from unlearn_jax.objectives import terms as T
 from unlearn_jax.objectives.classifier import WEIGHTS, classifier_objective
 from unlearn_jax.optim import Recipe, make_optimizer, recipe_key
 from unlearn_jax.training import sharding
-from unlearn_jax.training.classifier import train_classifier, train_classifiers
-from unlearn_jax.training.execute import block_step
+from unlearn_jax.training.classifier import classifier_plan, train_classifier, train_classifiers
+from unlearn_jax.training.execute import block_step, execute_plan, prepare, with_device_data
 from unlearn_jax.training.loop import Hook, NonFiniteLossError
 from unlearn_jax.training.plan import Block, Data, Plan
 from unlearn_jax.training.state import create_train_state
@@ -224,3 +225,51 @@ def test_fashion_mnist_small_cnn_reaches_88_percent(data_dir):
   state, _ = train_classifier(model, data.train, Recipe(epochs=3, batch_size=128), seed=0,
                               progress=False)
   assert accuracy(model, state.params, state.model_state, data.test) >= 88.0
+
+
+def test_uint8_data_trains_exactly_as_float_data(digits, digits_model):
+  """Datasets kept as uint8 pixels (converted in the step) give the parameters and outputs that
+  float images gave before, to the last bit."""
+  floats = ArrayDataset(digits.train.images, digits.train.labels)
+  assert digits.train.is_pixels and not floats.is_pixels
+  runs = [train_classifier(digits_model, data, SHORT, seed=0, progress=False)[0]
+          for data in (digits.train, floats)]
+  for a, b in zip(jax.tree.leaves(runs[0].params), jax.tree.leaves(runs[1].params), strict=True):
+    np.testing.assert_array_equal(a, b)
+  outputs = [model_outputs(digits_model, runs[0].params, {}, d) for d in (digits.test, ArrayDataset(
+      digits.test.images, digits.test.labels))]
+  np.testing.assert_array_equal(outputs[0][1], outputs[1][1])
+
+
+def test_device_data_path_gives_the_host_batches_and_parameters(digits, digits_model,
+                                                               digits_original, digits_class0):
+  """The device path (datasets placed once, rows gathered in the program by index) gives the
+  host path's batches bit for bit — pixels, float sets and extras (teacher outputs) — and, after
+  training, equal parameters: with augmentation on device, and for Spotter (two streams, one
+  program each on CPU, teacher outputs as extras)."""
+  method = get_method("spotter")
+  plan = method.build(method.hparams(), Original(digits_model, *digits_original),
+                      method_data(method, digits_class0.forget, None, (0,), 10), 0)
+  host, device = prepare(plan), prepare(plan, on_device=True)
+  assert set(device.frozen["data"]) == {"forget", "perturbed"}
+
+  def batch_of(params, model_state, batch, key, frozen):
+    return jnp.zeros(()), batch
+
+  gathered = jax.jit(with_device_data(batch_of))
+  block = plan.blocks[0]
+  for step in (0, 1, 5):
+    expected = host.batch(block, step, step, 20)
+    _, got = gathered(None, None, device.batch(block, step, step, 20), None, device.frozen)
+    assert set(got) == set(expected)
+    for s in block.streams:
+      assert set(got[s]) == set(expected[s]) >= {"image", "original/logits"}
+      for k in expected[s]:
+        np.testing.assert_array_equal(got[s][k], expected[s][k], err_msg=f"{s}/{k}")
+  for run_plan in (plan, classifier_plan(digits_model, digits.train,
+                                         Recipe(epochs=1, batch_size=64, augment=True), 0)):
+    a, b = (execute_plan(run_plan, key=jax.random.key(2), progress=False,
+                         data_on_device=on_device)[0] for on_device in (False, True))
+    assert int(a.step) == run_plan.num_steps > 0
+    for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params), strict=True):
+      np.testing.assert_array_equal(x, y)

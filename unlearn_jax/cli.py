@@ -15,7 +15,7 @@ CONFIG is a path to a ``get_config(arg=None)`` file (``path.py:arg`` passes ``ar
 under ``experiments/``. By default JAX sees one CPU device per core, so the batch is split over
 all cores, and GPU kernels are deterministic (reruns are bit-identical); set XLA_FLAGS yourself
 (e.g. ``--xla_force_host_platform_device_count=1``, ``--xla_gpu_deterministic_ops=false``) to
-change either.
+change either. ``run`` ends by reporting the process's peak host memory.
 
 Messages (what was written, warnings, errors) go through the ``unlearn_jax`` logger to stderr;
 results (tables, JSON) to stdout; progress bars are drawn because the configs ask for them
@@ -31,6 +31,7 @@ import json
 import logging
 import os
 import pathlib
+import resource
 import shlex
 import sys
 
@@ -52,6 +53,11 @@ def _show_messages() -> None:
     LOG.addHandler(_Messages())
   LOG.setLevel(logging.INFO)
   LOG.propagate = False
+
+
+def peak_host_memory_mib() -> float:
+  """The process's peak resident memory so far (``ru_maxrss``), in MiB."""
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _default_xla_flags() -> None:
@@ -211,6 +217,7 @@ def main(argv: list[str] | None = None) -> int:
         print(pathlib.Path(config.output_dir, "results.md").read_text())
         LOG.info(f"wrote {os.path.abspath(config.output_dir)}/results.json, results.md, "
                  "summary.json and plots")
+        LOG.info(f"peak host memory: {peak_host_memory_mib():,.0f} MiB")
       return 0 if results else 1
     exp = runner.Experiment(config)
     from unlearn_jax.evaluation.outputs import accuracy

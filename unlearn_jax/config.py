@@ -112,6 +112,16 @@ def apply_overrides(config: ml_collections.ConfigDict,
   return config
 
 
+def data_defaults() -> ml_collections.ConfigDict:
+  """The ``data`` section: which dataset, where its files are, and how it is kept. ``storage``:
+  "memory" (uint8 pixels in memory), "records" (read by index from its array_record files, for
+  data larger than memory) or "auto" (in memory if it fits ``memory_budget_gib``; None: a quarter
+  of the host's memory). How data is kept changes no batch, so it is not part of model keys."""
+  return ml_collections.ConfigDict({"name": "digits", "data_dir": None, "source_dir": None,
+                                    "manual_dir": None, "download": False, "storage": "auto",
+                                    "memory_budget_gib": None})
+
+
 def experiment_defaults() -> ml_collections.ConfigDict:
   """The full schema of an experiment config; experiment files start here and change fields."""
   c = ml_collections.ConfigDict()
@@ -127,8 +137,7 @@ def experiment_defaults() -> ml_collections.ConfigDict:
   c.num_devices = 0  # 0: all devices
   c.checkpoint_every = 200  # steps between checkpoints of a running training
   c.progress = True
-  c.data = ml_collections.ConfigDict({"name": "digits", "data_dir": None, "source_dir": None,
-                                      "manual_dir": None, "download": False})
+  c.data = data_defaults()
   c.forget = ml_collections.ConfigDict({"classes": (0,), "fraction": None, "indices": (),
                                         "stratified": True})
   c.calibration_fraction = 0.5
@@ -167,8 +176,7 @@ def population_defaults() -> ml_collections.ConfigDict:
   c.compilation_cache = True  # keep XLA's compiled programs in <cache_dir>/xla (CLI runs)
   c.num_devices = 0  # 0: all devices (the model axis is split over them)
   c.progress = True
-  c.data = ml_collections.ConfigDict({"name": "digits", "data_dir": None, "source_dir": None,
-                                      "manual_dir": None, "download": False})
+  c.data = data_defaults()
   c.pool_size = 0  # 0: the whole training split; else a stratified subset of it (seeded)
   # The target set T ⊆ pool: all pool examples of ``classes``, else ``size`` random ones (the
   # memorization protocol: ``size`` examples per stratum).

@@ -20,7 +20,7 @@ import numpy as np
 
 from unlearn_jax import checkpoint as ckpt_lib
 from unlearn_jax import distributed, runs, seeding
-from unlearn_jax.data.datasets import DATASET_NAMES
+from unlearn_jax.data.datasets import DATASET_NAMES, check_storage
 from unlearn_jax.evaluation import registry
 from unlearn_jax.methods import METHODS, Original, get_method
 from unlearn_jax.models import MODEL_NAMES
@@ -38,6 +38,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if config.data.name not in DATASET_NAMES:
     raise ValueError(f"config.data.name: unknown dataset {config.data.name!r}; known: "
                      f"{', '.join(DATASET_NAMES)}.")
+  check_storage(config.data.storage, config.data.memory_budget_gib)
   if config.model.name not in MODEL_NAMES:
     raise ValueError(f"config.model.name: unknown model {config.model.name!r}; known: "
                      f"{', '.join(MODEL_NAMES)}.")
@@ -139,7 +140,7 @@ class Experiment:
     self.mesh = sharding.make_mesh(config.num_devices or None)
     self.root = pathlib.Path(config.cache_dir).absolute()
     self.out = pathlib.Path(config.output_dir).absolute()
-    self.base_key = {"data": d.to_dict(), "model": config.model.to_dict(),
+    self.base_key = {"data": runs.data_key(d), "model": config.model.to_dict(),
                      "recipe": recipe_key(config.original.to_dict())}
 
   def kept(self, name: str, key: str):

@@ -350,13 +350,13 @@ def population_logits(population: Population, data: ArrayDataset, *, batch_size:
   devices = mesh.devices.size
   forward = _population_forward(population.model)
   step = pad_to_multiple(min(models_per_call, len(population)), devices)
-  out = []
+  images, out = data.images, []
   for start in range(0, len(population), step):
     index = np.minimum(np.arange(start, start + step), len(population) - 1)
     tree = jax.tree.map(lambda x, i=index: np.asarray(x)[i],
                         (population.params, population.model_state))
     params, model_state = sharding.shard_leading(tree, mesh, what="models")
-    rows = [np.asarray(forward(params, model_state, data.images[b:b + batch_size]))
+    rows = [np.asarray(forward(params, model_state, images[b:b + batch_size]))
             for b in range(0, len(data), batch_size)]
     out.append(np.concatenate(rows, axis=1)[:min(step, len(population) - start)])
   return np.concatenate(out)

@@ -27,10 +27,21 @@ CONFIG = "config.json"
 MODELS = "models"
 
 
+STORAGE_KEYS = ("storage", "memory_budget_gib")  # how data is kept: no batch depends on it
+
+
 def dataset_of(data: ml_collections.ConfigDict) -> Dataset:
-  """The dataset of a config's ``data`` section."""
+  """The dataset of a config's ``data`` section (one recorded before ``storage`` existed is
+  kept as "auto")."""
   return load_dataset(data.name, data_dir=data.data_dir, source_dir=data.source_dir,
-                      manual_dir=data.manual_dir, download=data.download)
+                      manual_dir=data.manual_dir, download=data.download,
+                      storage=data.get("storage", "auto"),
+                      memory_budget_gib=data.get("memory_budget_gib"))
+
+
+def data_key(data: ml_collections.ConfigDict) -> dict:
+  """What of a config's ``data`` section a model depends on: all but :data:`STORAGE_KEYS`."""
+  return {k: v for k, v in data.to_dict().items() if k not in STORAGE_KEYS}
 
 
 def experiment_splits(config: ml_collections.ConfigDict, dataset: Dataset) -> Splits:

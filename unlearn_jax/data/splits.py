@@ -270,10 +270,10 @@ def splits_from_arrays(forget, retain=None, test=None, *, num_classes: int,
       sets[name] = as_dataset(value, name)
   if len(sets["forget"]) == 0:
     raise ValueError("forget: no example (an empty forget set is not allowed).")
-  shape = sets["forget"].images.shape[1:]
+  shape = sets["forget"].image_shape
   for name, data in sets.items():
-    if data.images.shape[1:] != shape:
-      raise ValueError(f"{name}: images of shape {data.images.shape[1:]}, but forget's are "
+    if data.image_shape != shape:
+      raise ValueError(f"{name}: images of shape {data.image_shape}, but forget's are "
                        f"{shape}.")
     if len(data) and not 0 <= data.labels.min() <= data.labels.max() < num_classes:
       raise ValueError(f"{name}: labels span {data.labels.min()}..{data.labels.max()}; allowed "

@@ -9,8 +9,9 @@ Targets: G* = ∇_θ CE(h_{θ_u}(x), y) of one image (``target="gradient"``) or 
 unlearning (``target="difference"``, G* = θ_u − θ_o; see :func:`parameter_difference`). The search
 runs in pixel space from x̂₀ ~ U[0, 1]^{H×W×C}: Adam on the sign of ∇_x̂ loss, learning rate ×0.1 at
 3/8, 5/8 and 7/8 of the run, x̂ clipped to [0, 1] after every step, R restarts of which the lowest
-final loss is kept. Batch norm runs in eval mode, so batch statistics cannot leak the image. All
-images and restarts run as one jitted program (vmap over both, ``lax.scan`` over iterations).
+final loss is kept. Batch norm runs in eval mode, so batch statistics cannot leak the image. A batch
+of images and their restarts runs as one jitted program (vmap over both, ``lax.scan`` over
+iterations); how many images a program takes is chosen per backend (:func:`default_batch_size`).
 """
 
 import dataclasses
@@ -223,9 +224,23 @@ def _attack_fn(model: Model, config: InversionConfig, target: str):
   return jax.jit(attack)
 
 
+BATCH_SIZE = 64  # images per program on accelerators
+
+
+def default_batch_size() -> int:
+  """Images per jitted inversion program: :data:`BATCH_SIZE` on accelerators, 1 on CPU.
+
+  Vmapping the per-image parameter gradient turns every convolution's weight gradient into a
+  grouped convolution, which XLA:CPU runs slowly: on 2 CPU cores 64 images in one program took
+  0.63× the speed of one image at a time, on one H200 9.98× (docs/performance.md). Results
+  agree up to float reassociation either way (each image keeps its own key).
+  """
+  return 1 if jax.default_backend() == "cpu" else BATCH_SIZE
+
+
 def gradient_inversion(model: Model, params, model_state, data: ArrayDataset, *, seed: int,
                        config: InversionConfig = InversionConfig(), target: str = "gradient",
-                       original_params=None, batch_size: int = 64) -> dict:
+                       original_params=None, batch_size: int | None = None) -> dict:
   """Gradient inversion of each image of ``data`` against θ, PSNR/SSIM-scored (docs/math.md §3.3).
 
   Args:
@@ -237,7 +252,8 @@ def gradient_inversion(model: Model, params, model_state, data: ArrayDataset, *,
     target: "gradient" (G* per image) or "difference" (G* = θ_u − θ_o, one for all images;
       needs ``original_params``).
     original_params: θ_o for ``target="difference"``.
-    batch_size: images per jitted call (memory: B·R per-example parameter gradients).
+    batch_size: images per jitted call (memory: B·R per-example parameter gradients); None: the
+      faster form on this backend, :func:`default_batch_size`.
 
   Returns:
     {"reconstructions": float32 [N, H, W, C], "loss", "psnr" (dB), "ssim", "init_psnr" (PSNR of
@@ -254,9 +270,11 @@ def gradient_inversion(model: Model, params, model_state, data: ArrayDataset, *,
     raise ValueError(f"target: {target!r}; allowed: {', '.join(TARGETS)}.")
   if len(data) == 0:
     raise ValueError("data: no target image to reconstruct.")
+  batch_size = default_batch_size() if batch_size is None else batch_size
   if batch_size < 1:
     raise ValueError(f"batch_size: {batch_size}; must be ≥ 1.")
-  model.check_images(data.images)
+  truth = data.images
+  model.check_images(truth)
   if target == "difference":
     if original_params is None:
       raise ValueError("original_params: target='difference' needs θ_o.")
@@ -270,11 +288,11 @@ def gradient_inversion(model: Model, params, model_state, data: ArrayDataset, *,
   for start in range(0, len(data), batch_size):
     stop = min(start + batch_size, len(data))
     outputs.append(jax.device_get(attack(params, model_state, original_params,
-                                         data.images[start:stop], data.labels[start:stop],
+                                         truth[start:stop], data.labels[start:stop],
                                          keys[start:stop])))
   images, losses, starts = (np.concatenate(parts) for parts in zip(*outputs, strict=True))
   sigma = ssim_sigma(model.input_shape)
-  scores = jax.device_get(_scores(images, starts, data.images, sigma=sigma))
+  scores = jax.device_get(_scores(images, starts, truth, sigma=sigma))
   return {"reconstructions": images, "loss": losses, **scores,
           **{f"{name}_mean": float(np.mean(v)) for name, v in scores.items()},
           "loss_mean": float(np.mean(losses)), "ssim_sigma": sigma}
@@ -282,7 +300,7 @@ def gradient_inversion(model: Model, params, model_state, data: ArrayDataset, *,
 
 def inversion_bounds(model: Model, models: Mapping[str, tuple], data: ArrayDataset, *,
                      seed: int, config: InversionConfig = InversionConfig(),
-                     batch_size: int = 64) -> dict:
+                     batch_size: int | None = None) -> dict:
   """The same attack (same images, starts and search) on each named model, e.g. the original
   θ_o (upper bound) and Retrain θ_r (reference) beside θ_u (docs/math.md §3.3).
 
@@ -360,7 +378,7 @@ METRIC = registry.register(registry.Metric(
     plot=("inversion.png", plot_inversion)))
 
 
-__all__ = ["InversionConfig", "InversionSettings", "METRIC", "gradient_cosine",
-           "gradient_inversion", "inversion_bounds", "inversion_loss", "invert",
+__all__ = ["BATCH_SIZE", "InversionConfig", "InversionSettings", "METRIC", "default_batch_size",
+           "gradient_cosine", "gradient_inversion", "inversion_bounds", "inversion_loss", "invert",
            "parameter_difference", "parameter_gradient", "plot_inversion", "ssim_sigma",
            "total_variation"]

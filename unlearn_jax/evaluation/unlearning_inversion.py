@@ -170,7 +170,7 @@ def _evaluate(model: Model, params, model_state, context, settings: UIASettings,
     return metrics, {}
   forget = context.splits.forget
   truth = forget.subset(np.arange(min(settings.num_images, len(forget))))
-  attacked = ArrayDataset(truth.images, np.full(len(truth), probed[0], np.int32))
+  attacked = truth.with_labels(np.full(len(truth), probed[0], np.int32))
   inv = gradient_inversion(model, params, model_state, attacked, seed=seed, target="difference",
                            original_params=original_params,
                            config=InversionConfig(iterations=settings.iterations,

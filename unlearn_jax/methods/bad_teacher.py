@@ -31,8 +31,7 @@ def bad_teacher(hp, original, data, seed) -> Plan:
   rng = seeding.host_rng(seed, "bad_teacher_retain")
   chosen = rng.choice(len(retain), size=max(1, int(round(hp.retain_fraction * len(retain)))),
                       replace=False)
-  mixed = ArrayDataset(np.concatenate([forget.images, retain.images[chosen]]),
-                       np.concatenate([forget.labels, retain.labels[chosen]]))
+  mixed = ArrayDataset.concatenate([forget, retain.subset(chosen)])
   is_forget = np.concatenate([np.ones(len(forget)), np.zeros(len(chosen))]).astype(np.float32)
   sets = {"mixed": Data(mixed, hp.batch_size, extras={"is_forget": is_forget})}
   objective = {"blend_kd": terms.blended_teacher_distillation("mixed", temperature=hp.temperature)}

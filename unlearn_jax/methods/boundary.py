@@ -47,7 +47,7 @@ def nearest_wrong_labels(original: Original, forget: ArrayDataset, eps: float, *
 def relabelled_plan(name: str, hp, model: Model, params, model_state, forget: ArrayDataset,
                     labels: np.ndarray, seed: int, **plan) -> Plan:
   """``epochs`` of CE on the forget images with new ``labels`` (``plan``: more Plan fields)."""
-  sets = {"forget": Data(ArrayDataset(forget.images, labels), hp.batch_size)}
+  sets = {"forget": Data(forget.with_labels(labels), hp.batch_size)}
   return Plan(model, params, model_state, optimizer(hp, sets["forget"].steps_per_epoch), sets,
               [Block(name, {"ce": terms.cross_entropy("forget")}, epochs=hp.epochs)],
               {"ce": 1.0}, seed, **plan)

@@ -8,7 +8,6 @@ import functools
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from unlearn_jax.data.datasets import ArrayDataset
@@ -60,8 +59,7 @@ def ssd(hp, original, data, seed) -> Plan:
   if hp.alpha <= 0 or hp.lam <= 0:
     raise ValueError(f"ssd.alpha / ssd.lam: must be > 0, got {hp.alpha}, {hp.lam}.")
   forget, retain = data.require("forget", "ssd"), data.require("retain", "ssd")
-  full = ArrayDataset(np.concatenate([forget.images, retain.images]),
-                      np.concatenate([forget.labels, retain.labels]))
+  full = ArrayDataset.concatenate([forget, retain])
   m, p, s = original.model, original.params, original.model_state
   i_f = importances(m, p, s, forget, batch_size=hp.batch_size)
   i_d = importances(m, p, s, full, batch_size=hp.batch_size)

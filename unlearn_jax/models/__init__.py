@@ -22,6 +22,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from unlearn_jax.models.layers import compute_dtype, upcast
 from unlearn_jax.models.resnet import ResNet18, stage_groups
 from unlearn_jax.models.small import MLP, SmallCNN
 
@@ -134,16 +135,17 @@ class Model:
             train: bool = False,
             key: jax.Array | None = None) -> tuple[jax.Array, jax.Array, ModelState]:
     """``(features [B, d], logits [B, C], model_state)`` for images in [0, 1]; with
-    ``train`` and a ``key``, the RNG collections (Dropout) draw from ``key``."""
+    ``train`` and a ``key``, the RNG collections (Dropout) draw from ``key``. Features and
+    logits are at least float32, whatever the module computes in (mixed precision)."""
     self.check_images(images)
     variables = self._variables(params, model_state)
     rngs = _rngs(self, key) if train and key is not None else None
     if train and model_state:
       (features, logits), updates = self.module.apply(
           variables, images, train=True, mutable=["batch_stats"], rngs=rngs)
-      return features, logits, updates["batch_stats"]
+      return upcast(features), upcast(logits), updates["batch_stats"]
     features, logits = self.module.apply(variables, images, train=train, rngs=rngs)
-    return features, logits, model_state
+    return upcast(features), upcast(logits), model_state
 
   def stage_features(self, params: Params, model_state: ModelState,
                      images: jax.Array) -> dict[str, jax.Array]:
@@ -238,10 +240,13 @@ def make_model(name: str, *, num_classes: int, input_shape: Sequence[int],
     name: one of :data:`MODEL_NAMES`.
     num_classes, input_shape (H, W, C), mean, std: from the dataset.
     **options: module fields, e.g. ``width`` (resnet18), ``channels``/``hidden`` (small_cnn),
-      ``hidden`` (mlp).
+      ``hidden`` (mlp), and for every model ``dtype``: the compute dtype, "float32" (default) or
+      "bfloat16" (mixed precision: parameters, optimiser state, batch-norm statistics, features,
+      logits, and so every loss and metric, stay float32).
 
   Raises:
-    ValueError: unknown ``name`` or option.
+    ValueError: unknown ``name`` or option, or a ``dtype`` not in
+      :data:`~unlearn_jax.models.layers.PRECISIONS`.
   """
   if name not in _BUILDERS:
     raise ValueError(f"model.name: unknown model {name!r}; known: {', '.join(MODEL_NAMES)}.")
@@ -253,6 +258,7 @@ def make_model(name: str, *, num_classes: int, input_shape: Sequence[int],
     raise ValueError(f"model: unknown option(s) {sorted(unknown)} for {name!r}; "
                      f"allowed: {sorted(allowed)}.")
   options = {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}
+  compute_dtype(options.get("dtype", "float32"))
   module = cls(num_classes=num_classes, mean=tuple(mean), std=tuple(std), **options)
   groups = stage_groups(module.stage_sizes) if name == "resnet18" else None
   return Model(name, module, tuple(input_shape), num_classes, groups,

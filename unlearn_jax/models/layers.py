@@ -1,13 +1,33 @@
-"""Shared layers: input normalisation and a max-pool whose gradient is fast on XLA CPU."""
+"""Shared layers: input normalisation, the compute dtype, and a max-pool whose gradient is fast
+on XLA CPU."""
 
 import jax.numpy as jnp
 
+PRECISIONS = ("float32", "bfloat16")
 
-def normalize(images: jnp.ndarray, mean, std) -> jnp.ndarray:
-  """(x − μ) / σ per channel; images arrive in [0, 1]."""
+
+def compute_dtype(name: str):
+  """The dtype layers compute in for a model's ``dtype`` option: None for "float32" (Flax then
+  computes in the parameters' float32, exactly as without the option), else ``jnp.bfloat16``.
+  Parameters stay float32 either way (Flax's ``param_dtype``)."""
+  if name not in PRECISIONS:
+    raise ValueError(f"model.options.dtype: {name!r}; allowed: {', '.join(PRECISIONS)}.")
+  return None if name == "float32" else jnp.dtype(name)
+
+
+def upcast(x: jnp.ndarray) -> jnp.ndarray:
+  """``x`` in at least float32: bfloat16 becomes float32, float32 and float64 stay (no
+  operation)."""
+  return x.astype(jnp.promote_types(x.dtype, jnp.float32))
+
+
+def normalize(images: jnp.ndarray, mean, std, dtype=None) -> jnp.ndarray:
+  """(x − μ) / σ per channel, computed in the images' dtype, then cast to ``dtype`` (None: kept);
+  images arrive in [0, 1]."""
   shape = (1,) * (images.ndim - 1) + (-1,)
   mean = jnp.asarray(mean, images.dtype).reshape(shape)
-  return (images - mean) / jnp.asarray(std, images.dtype).reshape(shape)
+  out = (images - mean) / jnp.asarray(std, images.dtype).reshape(shape)
+  return out if dtype is None else out.astype(dtype)
 
 
 def max_pool_2x2(x: jnp.ndarray) -> jnp.ndarray:

@@ -5,14 +5,18 @@ of widths (64, 128, 256, 512)·width with strides (1, 2, 2, 2) and 1×1 conv + B
 shortcuts; global average pooling gives the features (512·width), then ``head``. Conv kernels
 are Kaiming-normal (fan_out), the head N(0, 0.01²) with zero bias. Batch norm uses batch
 statistics and updates running averages when ``train=True`` (PyTorch momentum 0.1).
+``dtype``: the compute dtype of convolutions and batch norm ("float32" or "bfloat16"); parameters
+and batch-norm statistics stay float32 (Flax reduces batch statistics in float32), the features
+are returned in float32 and the head computes in float32.
 """
 
 from collections.abc import Sequence
 from functools import partial
+from typing import Any
 
 import flax.linen as nn
 
-from unlearn_jax.models.layers import global_avg_pool, normalize
+from unlearn_jax.models.layers import compute_dtype, global_avg_pool, normalize, upcast
 
 _conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
@@ -24,10 +28,11 @@ class BasicBlock(nn.Module):
   features: int
   stride: int
   norm: type
+  dtype: Any = None
 
   @nn.compact
   def __call__(self, x):
-    conv = partial(nn.Conv, use_bias=False, kernel_init=_conv_init)
+    conv = partial(nn.Conv, use_bias=False, kernel_init=_conv_init, dtype=self.dtype)
     y = nn.relu(self.norm()(conv(self.features, (3, 3), self.stride, padding=1)(x)))
     y = self.norm()(conv(self.features, (3, 3), 1, padding=1)(y))
     if self.stride != 1 or x.shape[-1] != self.features:
@@ -51,20 +56,23 @@ class ResNet18(nn.Module):
   std: Sequence[float]
   width: float = 1.0
   stage_sizes: Sequence[int] = (2, 2, 2, 2)
+  dtype: str = "float32"
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    norm = partial(nn.BatchNorm, use_running_average=not train, momentum=0.9, epsilon=1e-5)
+    dtype = compute_dtype(self.dtype)
+    norm = partial(nn.BatchNorm, use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                   dtype=dtype)
     widths = [int(round(w * self.width)) for w in (64, 128, 256, 512)]
-    x = normalize(x, self.mean, self.std)
+    x = normalize(x, self.mean, self.std, dtype)
     x = nn.Conv(widths[0], (3, 3), padding=1, use_bias=False, kernel_init=_conv_init,
-                name="stem_conv")(x)
+                dtype=dtype, name="stem_conv")(x)
     x = nn.relu(norm(name="stem_bn")(x))
     for i, (size, w) in enumerate(zip(self.stage_sizes, widths, strict=True)):
       for j in range(size):
         stride = 2 if i > 0 and j == 0 else 1
-        x = BasicBlock(w, stride, norm, name=f"layer{i + 1}_{j}")(x)
-      self.sow("intermediates", f"layer{i + 1}", global_avg_pool(x))
-    features = global_avg_pool(x)
+        x = BasicBlock(w, stride, norm, dtype, name=f"layer{i + 1}_{j}")(x)
+      self.sow("intermediates", f"layer{i + 1}", global_avg_pool(upcast(x)))
+    features = global_avg_pool(upcast(x))
     head = nn.Dense(self.num_classes, kernel_init=nn.initializers.normal(0.01), name="head")
     return features, head(features)

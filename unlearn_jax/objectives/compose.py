@@ -5,7 +5,9 @@ An objective is what a training step differentiates::
     objective(params, model_state, batch, key, frozen) -> (loss, (model_state, aux))
 
 ``batch`` maps stream names (``"forget"``, ``"retain"``, ``"perturbed"``, …) to
-``{"image", "label", "mask"}`` and may hold ``"progress"`` (t/T in [0, 1]). A stream may also
+``{"image", "label", "mask"}`` and may hold ``"progress"`` (t/T in [0, 1]). Images may come as
+uint8 pixels (how datasets are kept): the objective converts them to floats in [0, 1] first
+(:func:`~unlearn_jax.data.datasets.pixels_to_float`), so terms always read floats. A stream may also
 carry a frozen teacher's outputs computed once beforehand (``"<teacher>/features"``,
 ``"<teacher>/logits"``; :func:`unlearn_jax.training.execute.teacher_outputs`): the objective then
 reads them instead of running that teacher on the stream. ``frozen`` holds what is read but not
@@ -34,6 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from unlearn_jax.data.augment import random_crop_flip
+from unlearn_jax.data.datasets import pixels_to_float
 from unlearn_jax.models import Model
 
 
@@ -209,6 +212,8 @@ def make_objective(model: Model, terms: Mapping[str, Term], *, bn_train: bool = 
 
   def objective(params, model_state, batch, key, frozen):
     _check_inputs(terms, names, forwards, teacher_reads, batch, frozen)
+    batch = {**batch, **{s: {**batch[s], "image": pixels_to_float(batch[s]["image"])}
+                         for s in forwards}}
     outs = {}
     for s in forwards:
       forward_key = jax.random.fold_in(key, len(all_names) + all_streams.index(s))

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from unlearn_jax.data.batching import Stream
+from unlearn_jax.data.batching import Stream, pad_index
 from unlearn_jax.data.datasets import ArrayDataset
 from unlearn_jax.models import Model, eval_forward
 from unlearn_jax.objectives import make_frozen, make_objective, with_augmentation
@@ -49,47 +49,101 @@ def teacher_outputs(model: Model, data: ArrayDataset, *, batch_size: int = 512,
 
 @dataclasses.dataclass(frozen=True)
 class Prepared:
-  """A plan as the executor runs it: its streams, frozen context and (block, position) steps."""
+  """A plan as the executor runs it: its streams, frozen context and (block, position) steps;
+  ``on_device``: the data sets are in ``frozen["data"]`` and batches hold example numbers."""
 
   plan: Plan
   streams: Mapping[str, Stream]
   frozen: Mapping[str, Any]
   schedule: tuple[tuple[Block, int, int], ...]  # (block, first position, steps)
+  on_device: bool = False
 
   def batch(self, block: Block, position: int, step: int, total: int) -> dict:
-    """The batch of ``block`` at data ``position`` and global ``step`` of ``total``."""
-    return {**{s: self.streams[s].batch(position) for s in block.streams},
-            "progress": np.float32(step / max(total, 1))}
+    """The batch of ``block`` at data ``position`` and global ``step`` of ``total``: each data
+    set's rows (images as stored), or on the device path its ``index`` [B] (int32, padded with
+    0) and ``mask``."""
+    def rows(s):
+      stream = self.streams[s]
+      if not self.on_device:
+        return stream.batch(position)
+      index, mask = pad_index(stream.index(position), stream.batch_size)
+      return {"index": index.astype(np.int32), "mask": mask}
+
+    return {**{s: rows(s) for s in block.streams}, "progress": np.float32(step / max(total, 1))}
 
 
-def prepare(plan: Plan) -> Prepared:
-  """Streams with precomputed teacher outputs, the frozen context and the schedule of ``plan``."""
+DEVICE_DATA_FRACTION = 0.25  # of the smallest device's memory, for the data sets of a plan
+
+
+def data_fits_device(streams: Mapping[str, Stream], mesh: jax.sharding.Mesh) -> bool:
+  """The device data path's default: on accelerators, when every data set of ``streams``
+  (images as stored, labels, extras and teacher outputs; a whole copy per device) fits
+  :data:`DEVICE_DATA_FRACTION` of the smallest device's memory. Never for data read by index
+  (larger than memory), nor on CPU, where device memory is host memory and the host path is as
+  fast (docs/performance.md)."""
+  if jax.default_backend() == "cpu":
+    return False
+  if any(not isinstance(s.data.stored, np.ndarray) for s in streams.values()):
+    return False
+  limits = [(dev.memory_stats() or {}).get("bytes_limit") for dev in mesh.devices.flat]
+  if None in limits:
+    return False
+  size = sum(s.data.stored.nbytes + s.data.labels.nbytes
+             + sum(np.asarray(e).nbytes for e in s.extras.values()) for s in streams.values())
+  return size <= DEVICE_DATA_FRACTION * min(limits)
+
+
+def prepare(plan: Plan, *, on_device: bool | None = False,
+            mesh: jax.sharding.Mesh | None = None) -> Prepared:
+  """Streams with precomputed teacher outputs, the frozen context and the schedule of ``plan``;
+  ``on_device``: the data sets go in ``frozen["data"]`` (the device data path; None: when
+  :func:`data_fits_device` on ``mesh``)."""
   reads = {pair for b in plan.blocks for pair in b.teachers}
   in_step = {t for t, s in reads if plan.data[s].augment}
   streams = {}
   for name, d in plan.data.items():
     given = {t: plan.teachers[t] for t, s in sorted(reads) if s == name and not d.augment}
     extras = {**d.extras, **teacher_outputs(plan.model, d.examples, **given)} if given else d.extras
-    streams[name] = Stream(d.examples, d.batch_size, seed=plan.seed, name=name, extras=extras)
+    streams[name] = Stream(d.examples, d.batch_size, seed=plan.seed, name=name, extras=extras,
+                           stored=True)
   frozen = make_frozen(plan.weights, teachers={t: plan.teachers[t] for t in sorted(in_step)},
                        forget_mask=plan.forget_mask)
+  if on_device is None:
+    on_device = data_fits_device(streams, mesh or sharding.make_mesh())
+  if on_device:
+    frozen["data"] = {name: {"image": s.data.stored, "label": s.data.labels, **s.extras}
+                      for name, s in streams.items()}
   positions: dict[str, int] = collections.Counter()
   schedule = []
   for block in plan.blocks:
     d, n = driver(plan, block), block_steps(plan, block)
     schedule.append((block, positions[d], n))
     positions[d] += n
-  return Prepared(plan, streams, frozen, tuple(schedule))
+  return Prepared(plan, streams, frozen, tuple(schedule), on_device)
+
+
+def with_device_data(objective):
+  """The objective given, for every data set in ``frozen["data"]``, the rows at its batch's
+  ``index`` (gathered in the program: the device data path); other batches pass unchanged."""
+
+  def gathered(params, model_state, batch, key, frozen):
+    kept = frozen.get("data", {})
+    batch = {s: ({k: v[b["index"]] for k, v in kept[s].items()} | {"mask": b["mask"]}
+                 if s in kept else b) for s, b in batch.items()}
+    return objective(params, model_state, batch, key, frozen)
+
+  return gathered
 
 
 def block_objective(plan: Plan, block: Block, streams=None):
   """The objective of ``block`` (only the terms reading ``streams`` when given), with the
-  augmented data sets it reads cropped and flipped on device."""
+  augmented data sets it reads cropped and flipped on device, reading kept data sets by index
+  (:func:`with_device_data`)."""
   objective = make_objective(plan.model, block.terms, bn_train=block.bn_train, streams=streams)
   for s in block.streams:
     if plan.data[s].augment:
       objective = with_augmentation(objective, s)
-  return objective
+  return with_device_data(objective)
 
 
 def block_step(plan: Plan, block: Block, mesh: jax.sharding.Mesh, *,
@@ -164,14 +218,17 @@ def execute_plan(
     progress: bool = False,
     desc: str = "train",
     split_streams: bool | None = None,
+    data_on_device: bool | None = None,
 ) -> tuple[TrainState, list[dict]]:
   """Runs ``plan`` from its start (or from a restored ``state``) with the batch split over
   ``mesh`` (default: all devices). Randomness: ``fold_in(key, step)`` per step.
 
   ``split_streams``: the execution strategy of :func:`block_step` (None: by backend).
+  ``data_on_device``: the device data path (None: :func:`data_fits_device`); both paths give
+  bit-identical batches.
   """
   mesh = mesh or sharding.make_mesh()
-  prepared = prepare(plan)
+  prepared = prepare(plan, on_device=data_on_device, mesh=mesh)
   state = state or create_train_state(plan.params, plan.model_state, plan.tx)
   # A fresh copy: the step donates the state, whose arrays may alias frozen (θ_o as teacher).
   state = jax.tree.map(jnp.copy, sharding.replicate(state, mesh))

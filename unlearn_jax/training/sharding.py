@@ -19,7 +19,8 @@ from jax.sharding import AxisType, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from unlearn_jax.data.batching import iterate, pad_to_multiple
-from unlearn_jax.data.datasets import ArrayDataset
+from unlearn_jax.data.datasets import ArrayDataset, pixels_to_float
+from unlearn_jax.data.records import RecordImages
 
 AXIS = "data"
 # Programs with collectives dispatched on CPU devices between host syncs: 50–100 unsynced ones
@@ -52,7 +53,10 @@ def split(mesh: jax.sharding.Mesh) -> NamedSharding:
 
 def _put(x, sharding: NamedSharding) -> jax.Array:
   """``x``, the same global value on every process, as an array with ``sharding``; each process
-  transfers only the slices of its own devices."""
+  transfers only the slices of its own devices (and reads only those of images read by index,
+  :class:`~unlearn_jax.data.records.RecordImages`)."""
+  if isinstance(x, RecordImages):
+    return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
   if jax.process_count() == 1 or (isinstance(x, jax.Array) and not x.is_fully_addressable):
     return jax.device_put(x, sharding)
   if isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
@@ -117,13 +121,21 @@ def jit_sharded(step, mesh: jax.sharding.Mesh, *, split_state: bool = False, don
 
 
 def _placed_batches(data: ArrayDataset, batch_size: int, mesh: jax.sharding.Mesh):
-  """(host batch, (images, labels, mask, index) on the mesh) for every padded batch of data."""
+  """(host batch, (images as stored, labels, mask, index) on the mesh) for every padded batch
+  of data."""
   if len(data) == 0:
     raise ValueError("data: a pass over a dataset needs at least one example.")
   batch_size = pad_to_multiple(min(batch_size, len(data)), mesh.devices.size)
-  for b, batch in enumerate(iterate(data, batch_size)):
+  for b, batch in enumerate(iterate(data, batch_size, stored=True)):
     placed = shard_leading((batch["image"], batch["label"], batch["mask"]), mesh)
     yield batch, (*placed, replicate(np.int32(b), mesh))
+
+
+@functools.cache
+def _on_floats(fn):
+  """``fn(*args, images, labels, mask, index)`` given images converted to floats in [0, 1] in
+  the same program (:func:`~unlearn_jax.data.datasets.pixels_to_float`)."""
+  return jax.jit(lambda *a: fn(*a[:-4], pixels_to_float(a[-4]), *a[-3:]))
 
 
 def map_batches(fn, data: ArrayDataset, *, batch_size: int, replicated_args=(),
@@ -134,8 +146,9 @@ def map_batches(fn, data: ArrayDataset, *, batch_size: int, replicated_args=(),
   Batches of ``batch_size`` (at most ``len(data)``, rounded up to a multiple of the device count,
   the last one padded: ``mask`` 0) are split over ``mesh`` (default: all devices);
   ``replicated_args`` (parameters, keys) are replicated; ``index`` is the batch's number (int32,
-  for ``fold_in``). ``fn`` returns a pytree of arrays with the batch as leading axis; padding rows
-  are dropped. Small per-device batches keep a program's buffers in cache on CPU
+  for ``fold_in``); images arrive as floats in [0, 1] (uint8 pixels are placed as such and
+  converted in the program). ``fn`` returns a pytree of arrays with the batch as leading axis;
+  padding rows are dropped. Small per-device batches keep a program's buffers in cache on CPU
   (docs/performance.md).
   """
   mesh = mesh or make_mesh()
@@ -143,7 +156,8 @@ def map_batches(fn, data: ArrayDataset, *, batch_size: int, replicated_args=(),
   outs = []
   for batch, placed in _placed_batches(data, batch_size, mesh):
     keep = batch["mask"] > 0
-    outs.append(jax.tree.map(lambda x, keep=keep: x[keep], to_host(fn(*args, *placed))))
+    outs.append(jax.tree.map(lambda x, keep=keep: x[keep],
+                             to_host(_on_floats(fn)(*args, *placed))))
   return jax.tree.map(lambda *xs: np.concatenate(xs), *outs)
 
 
@@ -154,6 +168,7 @@ def sum_batches(fn, data: ArrayDataset, *, batch_size: int, replicated_args=(),
   mesh = mesh or make_mesh()
   args = replicate(replicated_args, mesh)
   total, count = None, 0
+  fn = _on_floats(fn)
   for _, placed in _placed_batches(data, batch_size, mesh):
     total = fn(*args, *placed) if total is None else _add_to(fn)(total, *args, *placed)
     count += 1
