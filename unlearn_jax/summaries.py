@@ -18,7 +18,10 @@ does not change when the code's internals do. Schema 1, top-level keys:
   (null where none apply), "reads": the data sets the method reads, "info": [per trial]}.
 * ``noise_floor``: per trial, Retrain-vs-Retrain mean and std of each representation score (or
   null); ``checks``: per trial, a population run's sanity checks (or null).
-* ``tables``: further tables, name → {"title", "first", "columns", "rows": name → metrics}.
+* ``tables``: further tables, name → {"title", "first", "columns", "rows": name → metrics}. A
+  sequence of deletion requests (whose ``models`` are those after its last request) has
+  ``request<r>`` (every column after request r) and ``requests/<metric key>`` (that metric after
+  each request: columns "1", "2", …).
 
 A metric value is a number, a string (a setting in words), null (not measured), or
 {"mean", "std"}: a spread inside the trial (over a population's target models). Nothing larger is
@@ -35,6 +38,7 @@ import numpy as np
 from scipy import stats
 
 from unlearn_jax import population_report as pr
+from unlearn_jax import report
 from unlearn_jax.checkpoint import read_json, write_atomic
 from unlearn_jax.methods import METHODS
 
@@ -112,15 +116,44 @@ def summarize(results: dict, *, trials: list[dict] | None = None, command: str |
   models = {}
   for name in trials[0]["models"]:
     rows = [t["models"].get(name, {}) for t in trials]
-    models[name] = {"metrics": _by_trial([flatten(r.get("metrics", {})) for r in rows]),
-                    "hparams": hparams.get(name), "reads": _reads(name),
-                    "info": [_scalars(r.get("info")) for r in rows]}
+    models[name] = {"metrics": _rows(trials, name), "hparams": hparams.get(name),
+                    "reads": _reads(name), "info": [_scalars(r.get("info")) for r in rows]}
   return common | {
       "kind": "protocol", "seeds": [t["seed"] for t in trials],
       "forget_classes": [list(t["forget_classes"]) for t in trials],
       "sizes": [t["splits"] for t in trials], "wall_seconds": results.get("wall_seconds"),
       "columns": _columns(results["columns"]), "models": models,
-      "noise_floor": [t.get("noise_floor") for t in trials], "checks": None, "tables": {}}
+      "noise_floor": [t.get("noise_floor") for t in trials], "checks": None,
+      "tables": _sequence_tables(trials) if "requests" in results else {}}
+
+
+def _rows(trials: list[dict], name: str) -> dict[str, list]:
+  """Model ``name``'s metrics by trial."""
+  return _by_trial([flatten(t["models"].get(name, {}).get("metrics", {})) for t in trials])
+
+
+def _sequence_tables(trials: list[dict]) -> dict:
+  """A sequence's tables: every column after each request, and each of the report's
+  :data:`~unlearn_jax.report.SEQUENCE_COLUMNS` across requests."""
+  tables = {}
+  for r, first in enumerate(trials[0]["requests"], start=1):
+    at = [t["requests"][r - 1] for t in trials]
+    what = (f"classes {first['request']['classes']}" if first["request"]["classes"] else
+            f"{first['request']['size']} examples")
+    tables[f"request{r}"] = {
+        "title": f"After request {r} of {len(trials[0]['requests'])} ({what}; metrics on the "
+                 "cumulative forget set)", "first": "Method",
+        "columns": _columns(first["columns"]),
+        "rows": {name: _rows(at, name) for name in first["models"]}}
+  count = len(trials[0]["requests"])
+  for header, key, fmt in report.SEQUENCE_COLUMNS:
+    tables[f"requests/{key}"] = {
+        "title": f"{header} after each request", "first": "Method",
+        "columns": [{"header": f"after {r}", "key": str(r), "format": fmt}
+                    for r in range(1, count + 1)],
+        "rows": {name: {str(r): tables[f"request{r}"]["rows"][name].get(key, [None] * len(trials))
+                        for r in range(1, count + 1)} for name in tables["request1"]["rows"]}}
+  return tables
 
 
 def _population(results: dict, hparams: dict) -> dict:
