@@ -2,6 +2,7 @@
 (unlearn_jax/sequence.py, docs/math.md §6.5): classes 0, 3, 7 (the class config's three), then 1
 and 8, each applied to the model the previous request left; after each, every method against
 Retrain on the cumulative forget set; 3 trials (seeds 0, 1, 2; the same requests); mean ± std.
+The class config's data, model, original and profile.
 
   unlearn-jax run experiments/fashion_mnist_sequential.py
   unlearn-jax run experiments/fashion_mnist_sequential.py:random
@@ -10,26 +11,20 @@ Retrain on the cumulative forget set; 3 trials (seeds 0, 1, 2; the same requests
 disjoint), so that after the fifth the cumulative forget set is 10 % as in
 fashion_mnist_random10.py (not stratified), with that config's methods and overrides.
 
-Methods use their ``fashion_mnist`` profile; gradient inversion is off (five evaluations per
-method). Each request costs about as much as one trial of fashion_mnist_class.py (about an hour
-on a 2-core CPU), so a trial takes about five hours; --config.trials='(0,)' runs one.
+Gradient inversion is off (five evaluations per method). Each request costs about as much as one
+trial of fashion_mnist_class.py (about an hour on a 2-core CPU), so a trial takes about five
+hours; --config.trials='(0,)' runs one.
 """
 
+import fashion_mnist_class
 import fashion_mnist_random10
-
-from unlearn_jax.config import experiment_defaults
 
 
 def get_config(arg: str | None = None):
-  c = experiment_defaults()
+  c = fashion_mnist_class.get_config()
   c.name = "fashion_mnist_sequential"
   c.output_dir = "runs/fashion_mnist_sequential"
-  c.data.name = "fashion_mnist"
-  c.model.name = "small_cnn"
-  c.original.epochs = 3
-  c.original.batch_size = 128
-  c.profile = "fashion_mnist"
-  c.trials = (0, 1, 2)
+  c.trial_classes = ()
   c.sequence.classes = ((0,), (3,), (7,), (1,), (8,))
   c.evaluation.inversion.enabled = False
   if arg == "random":

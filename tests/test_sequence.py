@@ -1,6 +1,7 @@
-"""Sequential deletion requests (unlearn_jax/sequence.py): bad sequences fail before training,
-the requests' data, and one digits sequence end to end (killed and resumed, each request from the
-previous model, Retrain per cumulative set, a one-request sequence equal to the ordinary run)."""
+"""Sequential deletion requests (unlearn_jax/sequence.py): the requests' data, the teacher switch,
+and one digits sequence end to end (killed and resumed, each request from the previous model,
+Retrain per cumulative set, evaluate, a one-request sequence equal to the ordinary run). Bad
+sequences failing before training: tests/test_experiments.py, with every bad config."""
 
 import json
 import shutil
@@ -23,45 +24,6 @@ def _config(tmp, data_dir, *overrides, spec="digits_sequential:quick", out="out"
                             f"--config.cache_dir={tmp / 'cache'}",
                             f"--config.data.data_dir={data_dir}", "--config.progress=False",
                             *overrides])
-
-
-@pytest.mark.parametrize("overrides, message", [
-    (["--config.sequence.classes=((0,), (0,))"],
-     r"config.sequence.classes: request 2 names class id 0 already forgotten in request 1"),
-    (["--config.sequence.classes=((3, 3),)"],
-     r"config.sequence.classes: request 1 names class id 3 twice"),
-    (["--config.sequence.classes=((0,), ())"], r"config.sequence.classes: request 2 is empty"),
-    (["--config.sequence.classes=(0, 3)"],
-     r"config.sequence.classes: \(0, 3\); give one tuple of class ids per request"),
-    (["--config.sequence.classes=((0,), (12,))"],
-     r"config.sequence.classes: class ids \[12\] out of range; allowed 0..9"),
-    ([f"--config.sequence.classes={tuple((c,) for c in range(10))}"],
-     r"config.sequence.classes: all 10 classes would be forgotten"),
-    (["--config.sequence.classes=()", "--config.sequence.indices=((1, 2), (2, 5))"],
-     r"config.sequence.indices: request 2 names index 2 already forgotten in request 1"),
-    (["--config.sequence.classes=()", "--config.sequence.indices=((1,), (5000,))"],
-     r"config.sequence.indices: \[5000\] out of range; allowed 0..1436"),
-    (["--config.sequence.batches=2", "--config.sequence.batch_fraction=0.1"],
-     r"config.sequence: classes and batches are given together"),
-    (["--config.sequence.classes=()", "--config.sequence.batches=3"],
-     r"config.sequence.batch_fraction: None; with batches=3"),
-    (["--config.sequence.classes=()", "--config.sequence.batches=3",
-      "--config.sequence.batch_fraction=0.4"],
-     r"config.sequence.batch_fraction: 0.4.*\(0, 0.3333\)"),
-    (["--config.sequence.teacher='student'"],
-     r"config.sequence.teacher: 'student'; allowed: previous, original"),
-    (["--config.trials=(0, 1)", "--config.trial_classes=((0,), (3,))"],
-     r"config.trial_classes: not used with a sequence"),
-])
-def test_bad_sequences_fail_before_any_training(tmp_path, data_dir, monkeypatch, overrides,
-                                                message):
-  def no_training(*args, **kwargs):
-    raise AssertionError("training started")
-
-  monkeypatch.setattr(experiment, "train_classifier", no_training)
-  monkeypatch.setattr(experiment, "train_classifiers", no_training)
-  with pytest.raises(ValueError, match=message):
-    runner.run_experiment(_config(tmp_path, data_dir, *overrides))
 
 
 def test_random_batches_are_disjoint_and_each_request_sees_its_own(tmp_path, data_dir, digits):
