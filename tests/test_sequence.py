@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import unlearn_jax
-from unlearn_jax import experiment, runner, sequence
+from unlearn_jax import experiment, report, runner, sequence, summaries
 from unlearn_jax import unlearning as unlearn_lib
 from unlearn_jax.config import load_config
 from unlearn_jax.methods import Original
@@ -155,6 +155,22 @@ def test_evaluate_re_evaluates_every_request_without_training(sequence_run, monk
         assert row["metrics"][key] == before["models"][name]["metrics"][key], (name, key)
 
 
+def test_trials_of_a_sequence_aggregate_every_request(sequence_run, data_dir, tmp_path):
+  """With trials, each request's metrics are mean ± std over trials (here the same trial twice:
+  std 0) in the report and the summary."""
+  tmp, results, _, _ = sequence_run
+  config = _config(tmp, data_dir, "--config.trials=(0, 0)")
+  both = runner.json_safe(runner._aggregate(config, [results, results]))
+  assert [r["request"]["classes"] for r in both["requests"]] == [[0], [3]]
+  gap = both["requests"][1]["models"]["spotter"]["metrics"]["gap"]
+  assert gap["values"] == [results["requests"][1]["models"]["spotter"]["metrics"]["gap"]] * 2
+  assert gap["std"] == 0.0
+  report.write_report(both, tmp_path)
+  assert "| retrain | 0.00 ± 0.00 | 0.00 ± 0.00 |" in (tmp_path / "results.md").read_text()
+  summary = summaries.summarize(both, trials=[results, results])
+  assert summary["tables"]["requests/gap"]["rows"]["spotter"]["2"] == gap["values"]
+
+
 def _numbers(models: dict) -> dict:
   return {n: {k: v for k, v in m["metrics"].items() if k not in TIMING} for n, m in models.items()}
 
@@ -174,4 +190,5 @@ def test_a_sequence_of_one_request_is_the_ordinary_run(sequence_run, data_dir, m
   assert _numbers(ordinary["models"]) == _numbers(one["models"])
   for row in one["models"].values():
     assert row["metrics"]["UA/request"] == row["metrics"]["UA"]
+
 
