@@ -1,7 +1,8 @@
-"""Digits, small CNN, sequential deletion requests (unlearn_jax/sequence.py, docs/math.md §6.5):
+"""Digits, small CNN, sequential deletion requests (unlearn_jax/sequence.py, docs/math.md §6.9):
 classes 0, then 3, then 7, each request applied to the model the previous one left; after each,
-every method against Retrain on the cumulative forget set. Every method, UA/RA/TA, MIA, the gap
-to Retrain, OU@ε, PRA, FM/HR and representation metrics (inversion and few-shot relearning off).
+every method against Retrain on the cumulative forget set. Every method and, as digits.py, every
+metric and attack (with relearning on D_r, the weight-space predictors, ToW and unlearning
+inversion) but gradient inversion and few-shot relearning.
 
   unlearn-jax run experiments/digits_sequential.py
   unlearn-jax run experiments/digits_sequential.py:random   # 3 random batches of 5 % each
@@ -15,7 +16,7 @@ ascending at 97 %, about the original's test accuracy); the class-only metrics s
 
 import fashion_mnist_random10
 
-from unlearn_jax.config import experiment_defaults
+from unlearn_jax.config import LATER_EVALUATIONS, experiment_defaults, later_evaluations
 
 
 def get_config(arg: str | None = None):
@@ -25,6 +26,7 @@ def get_config(arg: str | None = None):
   c.data.name = "digits"
   c.model.name = "small_cnn"
   c.sequence.classes = ((0,), (3,), (7,))
+  later_evaluations(c, steps=100, eval_every=10)  # as digits.py
   c.evaluation.inversion.enabled = False
   c.evaluation.relearn.enabled = False
   if arg == "random":
@@ -44,7 +46,7 @@ def get_config(arg: str | None = None):
     c.original.epochs = 8
     c.retrain_seeds = (1,)
     c.methods = ("retrain", "spotter", "opc")
-    for name in ("ou", "pra", "recovery"):
+    for name in ("ou", "pra", "recovery", *LATER_EVALUATIONS):
       c.evaluation[name].enabled = False
     c.evaluation.representation = False
   elif arg is not None:

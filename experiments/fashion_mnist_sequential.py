@@ -1,5 +1,5 @@
 """Fashion-MNIST (full 70,000), small CNN, five sequential deletion requests
-(unlearn_jax/sequence.py, docs/math.md §6.5): classes 0, 3, 7 (the class config's three), then 1
+(unlearn_jax/sequence.py, docs/math.md §6.9): classes 0, 3, 7 (the class config's three), then 1
 and 8, each applied to the model the previous request left; after each, every method against
 Retrain on the cumulative forget set; 3 trials (seeds 0, 1, 2; the same requests); mean ± std.
 The class config's data, model, original and profile.
@@ -11,9 +11,11 @@ The class config's data, model, original and profile.
 disjoint), so that after the fifth the cumulative forget set is 10 % as in
 fashion_mnist_random10.py (not stratified), with that config's methods and overrides.
 
-Gradient inversion is off (five evaluations per method). Each request costs about as much as one
-trial of fashion_mnist_class.py (about an hour on a 2-core CPU), so a trial takes about five
-hours; --config.trials='(0,)' runs one.
+Five evaluations per method: gradient inversion, relearning on D_r and unlearning inversion are
+off (ToW and the weight-space predictors stay on; `unlearn-jax evaluate RUN/trial0/req5
+--config.evaluation.relearn_retain.enabled=True` adds one to a request). Each request costs
+about as much as one trial of fashion_mnist_class.py (about an hour on a 2-core CPU), so a trial
+takes about five hours; --config.trials='(0,)' runs one.
 """
 
 import fashion_mnist_class
@@ -26,7 +28,8 @@ def get_config(arg: str | None = None):
   c.output_dir = "runs/fashion_mnist_sequential"
   c.trial_classes = ()
   c.sequence.classes = ((0,), (3,), (7,), (1,), (8,))
-  c.evaluation.inversion.enabled = False
+  for name in ("inversion", "relearn_retain", "uia"):
+    c.evaluation[name].enabled = False
   if arg == "random":
     c.name = "fashion_mnist_sequential_random"
     c.output_dir = "runs/fashion_mnist_sequential_random"

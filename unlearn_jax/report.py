@@ -15,11 +15,6 @@ from unlearn_jax.evaluation import registry, suite
 
 TIME_COLUMN = ("Time (s)", "seconds", ".1f")
 FEATURE_MODELS = ("original", "retrain", "ft", "ga", "spotter", "opc")
-# A sequence's request: UA on its own examples D_f^(r) (UA is on the cumulative forget set).
-REQUEST_COLUMN = ("UA req.", "UA/request", ".1f")
-# What a sequence's tables and plot follow across requests.
-SEQUENCE_COLUMNS = (("UA", "UA", ".1f"), REQUEST_COLUMN, ("RA", "RA", ".1f"),
-                    ("TA", "TA", ".1f"), ("MIA", "MIA", ".1f"), ("Avg. Gap", "gap", ".2f"))
 
 
 def _cell(value, fmt: str) -> str:
@@ -83,20 +78,23 @@ def sequence_rows(requests: list[dict], key: str) -> dict[str, dict[str, object]
 
 
 def sequence_tables(requests: list[dict]) -> str:
-  """One markdown table per metric of :data:`SEQUENCE_COLUMNS`: rows = models, columns = the
-  requests (each evaluated on the cumulative forget set, UA req. on the request's own)."""
+  """One markdown table per metric of :data:`~unlearn_jax.summaries.SEQUENCE_COLUMNS` that was
+  measured: rows = models, columns = the requests (each evaluated on the cumulative forget set,
+  UA req. on the request's own)."""
   request_columns = [f"after {r}" for r in range(1, len(requests) + 1)]
   parts = []
-  for header, key, fmt in SEQUENCE_COLUMNS:
-    table = markdown_table(sequence_rows(requests, key),
-                           [(h, str(r), fmt) for r, h in enumerate(request_columns, start=1)])
+  for header, key, fmt in summaries.SEQUENCE_COLUMNS:
+    rows = sequence_rows(requests, key)
+    if all(v is None for values in rows.values() for v in values.values()):
+      continue
+    table = markdown_table(rows, [(h, str(r), fmt) for r, h in enumerate(request_columns, start=1)])
     parts.append(f"### {header}\n\n{table}")
   return "\n".join(parts)
 
 
 def _plot_sequence(requests: list[dict], path: pathlib.Path, plt) -> None:
   """UA, RA, TA and the Avg. Gap to Retrain against the request index, one line per model."""
-  panels = [c for c in SEQUENCE_COLUMNS if c[1] in ("UA", "RA", "TA", "gap")]
+  panels = [c for c in summaries.SEQUENCE_COLUMNS if c[1] in ("UA", "RA", "TA", "gap")]
   fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
   x = np.arange(1, len(requests) + 1)
   colours = plt.get_cmap("tab20")

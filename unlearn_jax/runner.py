@@ -172,7 +172,7 @@ def _run(exp: Experiment) -> dict:
              "forget_classes": list(splits.forget_classes), "columns": columns, "models": {}}
   if exp.request:  # UA on the request's own examples beside UA on the cumulative forget set
     results["request"] = sequence.describe(config, exp.unlearning_splits)
-    results["columns"] = (*columns[:1], report.REQUEST_COLUMN, *columns[1:])
+    results["columns"] = (*columns[:1], summaries.REQUEST_COLUMN, *columns[1:])
 
   def evaluate(name, params_state, seconds, info):
     row = suite.evaluate_model(exp.model, *params_state, context(), settings=ev, seed=seed,

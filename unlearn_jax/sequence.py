@@ -1,4 +1,4 @@
-"""Sequential deletion requests (docs/math.md §6.5): requests arrive one after another, each is
+"""Sequential deletion requests (docs/math.md §6.9): requests arrive one after another, each is
 applied to the model the previous one left, and after each the metrics on the cumulative forget
 set are compared with Retrain on it.
 

@@ -38,11 +38,16 @@ import numpy as np
 from scipy import stats
 
 from unlearn_jax import population_report as pr
-from unlearn_jax import report
 from unlearn_jax.checkpoint import read_json, write_atomic
 from unlearn_jax.methods import METHODS
 
 SCHEMA = 1
+# A sequence's request: UA on its own examples D_f^(r) (UA is on the cumulative forget set).
+REQUEST_COLUMN = ("UA req.", "UA/request", ".1f")
+# What a sequence's tables (here and in the report) and plot follow across requests.
+SEQUENCE_COLUMNS = (("UA", "UA", ".1f"), REQUEST_COLUMN, ("RA", "RA", ".1f"),
+                    ("TA", "TA", ".1f"), ("MIA", "MIA", ".1f"), ("Avg. Gap", "gap", ".2f"),
+                    ("ToW", "tow", "t:.3f"))
 SUMMARY = "summary.json"
 INTERVAL = "t:"  # a column format with this prefix shows mean ± 95 % t half-width over trials
 RESULTS_DIR = "results"
@@ -133,8 +138,8 @@ def _rows(trials: list[dict], name: str) -> dict[str, list]:
 
 
 def _sequence_tables(trials: list[dict]) -> dict:
-  """A sequence's tables: every column after each request, and each of the report's
-  :data:`~unlearn_jax.report.SEQUENCE_COLUMNS` across requests."""
+  """A sequence's tables: every column after each request, and each measured metric of
+  :data:`SEQUENCE_COLUMNS` across requests."""
   tables = {}
   for r, first in enumerate(trials[0]["requests"], start=1):
     at = [t["requests"][r - 1] for t in trials]
@@ -146,13 +151,14 @@ def _sequence_tables(trials: list[dict]) -> dict:
         "columns": _columns(first["columns"]),
         "rows": {name: _rows(at, name) for name in first["models"]}}
   count = len(trials[0]["requests"])
-  for header, key, fmt in report.SEQUENCE_COLUMNS:
-    tables[f"requests/{key}"] = {
-        "title": f"{header} after each request", "first": "Method",
-        "columns": [{"header": f"after {r}", "key": str(r), "format": fmt}
-                    for r in range(1, count + 1)],
-        "rows": {name: {str(r): tables[f"request{r}"]["rows"][name].get(key, [None] * len(trials))
-                        for r in range(1, count + 1)} for name in tables["request1"]["rows"]}}
+  for header, key, fmt in SEQUENCE_COLUMNS:
+    rows = {name: {str(r): tables[f"request{r}"]["rows"][name].get(key, [None] * len(trials))
+                   for r in range(1, count + 1)} for name in tables["request1"]["rows"]}
+    if any(present(values) for row in rows.values() for values in row.values()):
+      tables[f"requests/{key}"] = {
+          "title": f"{header} after each request", "first": "Method",
+          "columns": [{"header": f"after {r}", "key": str(r), "format": fmt}
+                      for r in range(1, count + 1)], "rows": rows}
   return tables
 
 
@@ -368,6 +374,6 @@ def numbers(summary: dict) -> list[float]:
   return out
 
 
-__all__ = ["INTERVAL", "SCHEMA", "SUMMARY", "absolute_paths", "cell", "dumps", "flatten",
-           "load_summaries", "markdown_table", "numbers", "present", "read_summary", "record",
-           "set_command", "summarize", "t_interval", "write_summary"]
+__all__ = ["INTERVAL", "REQUEST_COLUMN", "SCHEMA", "SEQUENCE_COLUMNS", "SUMMARY", "absolute_paths",
+           "cell", "dumps", "flatten", "load_summaries", "markdown_table", "numbers", "present",
+           "read_summary", "record", "set_command", "summarize", "t_interval", "write_summary"]

@@ -61,7 +61,7 @@ def unlearn(
       of another ``run_key`` is a ValueError (a directory holds one run).
     hooks: evaluation callbacks ``fn(step, state) -> dict`` every ``every`` steps.
     teacher: ``(params, model_state)`` of the plan's teacher "original" when it is not the start
-      point ``original`` (θ_o as teacher in a sequence's later request, docs/math.md §6.5).
+      point ``original`` (θ_o as teacher in a sequence's later request, docs/math.md §6.9).
   """
   method = get_method(method) if isinstance(method, str) else method
   if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
