@@ -22,8 +22,8 @@ LAYERS = (
     ("evaluation",),
     ("populations",),
     ("report", "population_report", "summaries", "paper_gap", "claims", "results_docs"),
-    ("config", "runs", "experiment", "runner", "population_experiment", "population_memorization",
-     "population_runner"),
+    ("config", "runs", "sequence", "experiment", "runner", "population_experiment",
+     "population_memorization", "population_runner"),
     ("cli",),
 )
 LAYER = {name: i for i, names in enumerate(LAYERS) for name in names}

@@ -141,6 +141,14 @@ def experiment_defaults() -> ml_collections.ConfigDict:
   c.forget = ml_collections.ConfigDict({"classes": (0,), "fraction": None, "indices": (),
                                         "stratified": True})
   c.calibration_fraction = 0.5
+  # Sequential deletion requests (unlearn_jax/sequence.py; replaces ``forget``): one of
+  # ``classes`` (((0,), (3,), ...), one tuple per request), ``indices`` (training indices per
+  # request) or ``batches`` random batches of ``batch_fraction`` of the training set each.
+  # ``teacher``: a distilling method's teacher after the first request, "previous" (the model
+  # being unlearned) or "original" (θ_o). ``request`` is set by the runner (0 in a config file).
+  c.sequence = ml_collections.ConfigDict({"classes": (), "indices": (), "batches": 0,
+                                          "batch_fraction": None, "teacher": "previous",
+                                          "request": 0})
   c.model = ml_collections.ConfigDict({"name": "small_cnn", "options": {}})
   # schedule: "step" (``decay`` = ((epoch, factor), ...)) or "cosine" (annealed per epoch).
   c.original = ml_collections.ConfigDict({

@@ -1,5 +1,7 @@
 """An experiment config made concrete: validated, with its data, splits, model and mesh, and
 every model it needs, trained once, cached and kept in the run directory (``runs.py`` layout).
+The experiment of a sequence of deletion requests (:mod:`unlearn_jax.sequence`) is that of one
+request: it unlearns the request's own examples from the model the previous request left.
 
 :class:`Experiment` gives the original (:meth:`~Experiment.original`), the Retrain oracles
 (:meth:`~Experiment.retrains`) and each method's unlearned model (:meth:`~Experiment.unlearned`):
@@ -19,7 +21,7 @@ import ml_collections
 import numpy as np
 
 from unlearn_jax import checkpoint as ckpt_lib
-from unlearn_jax import distributed, runs, seeding
+from unlearn_jax import distributed, runs, seeding, sequence
 from unlearn_jax.data.datasets import DATASET_NAMES, check_storage
 from unlearn_jax.evaluation import registry
 from unlearn_jax.methods import METHODS, Original, get_method
@@ -34,7 +36,8 @@ from unlearn_jax.validation import check_numbers
 
 def validate(config: ml_collections.ConfigDict) -> None:
   """Raises ValueError naming the field for anything that would fail later (before any work)."""
-  check_numbers(config.to_dict(), "config", skip=("forget", "hparams", "model"))
+  check_numbers(config.to_dict(), "config", skip=("forget", "hparams", "model", "sequence"))
+  sequence.validate(config)
   if config.data.name not in DATASET_NAMES:
     raise ValueError(f"config.data.name: unknown dataset {config.data.name!r}; known: "
                      f"{', '.join(DATASET_NAMES)}.")
@@ -122,16 +125,26 @@ def _cached_training(root, kind: str, key: dict, abstract, train, *, checkpoint_
 class Experiment:
   """A validated config with its data, splits, model and mesh, and where its models are kept.
 
-  With ``train=False`` nothing is trained: every model must be kept in the run directory.
+  With ``train=False`` nothing is trained: every model must be kept in the run directory. A
+  sequence config is the experiment of its request ``request`` (default: its own, or the last;
+  :func:`~unlearn_jax.sequence.request_config`), whose splits are those of the cumulative forget
+  set; ``previous``: request r − 1's experiment, if built (its data are reused).
   """
 
-  def __init__(self, config: ml_collections.ConfigDict, *, train: bool = True):
+  def __init__(self, config: ml_collections.ConfigDict, *, train: bool = True,
+               request: int | None = None, previous: "Experiment | None" = None):
     validate(config)
     distributed.check_agreement({"config": config.to_dict(), "seed": config.seed})
-    self.config, self.train = config, train
     d = config.data
-    self.dataset = runs.dataset_of(d)
+    self.dataset = previous.dataset if previous else runs.dataset_of(d)
+    if sequence.given(config):
+      config = sequence.request_config(config, self.dataset, request)
+    self.config, self.train, self.previous = config, train, previous
+    self.request = config.sequence.request if sequence.given(config) else 0
     self.splits = runs.experiment_splits(config, self.dataset)
+    # What a method sees: in a sequence, D_f is the request's own examples.
+    self.unlearning_splits = (sequence.unlearning_splits(config, self.dataset, self.splits)
+                              if self.request else self.splits)
     self.model_spec = ckpt_lib.model_spec(
         config.model.name, num_classes=self.dataset.num_classes,
         input_shape=self.dataset.image_shape, mean=self.dataset.mean, std=self.dataset.std,
@@ -164,6 +177,7 @@ class Experiment:
                         meta={"key": key, "name": name, "data": config.data.to_dict(),
                               "forget": config.forget.to_dict(),
                               "forget_classes": list(self.splits.forget_classes),
+                              **sequence.key(config),
                               "seed": config.seed, "versions": versions(), **meta})
 
   def _abstract(self, seeds):
@@ -244,20 +258,34 @@ class Experiment:
       seconds += [total / len(group)] * len(group)
     return models, seconds
 
+  def _start(self, name: str, original: Original) -> tuple[Original, tuple | None]:
+    """Where method ``name`` starts and θ_o's place as teacher: ``original`` itself, or in
+    request r > 1 of a sequence the model request r − 1 left (kept, else unlearned first), with
+    θ_o as teacher when ``sequence.teacher`` is "original" (None: the start is the teacher)."""
+    if self.request <= 1:
+      return original, None
+    previous = self.previous or Experiment(self.config, train=self.train,
+                                           request=self.request - 1)
+    params_state, _, _ = previous.unlearned(name, original)
+    teacher = ((original.params, original.model_state)
+               if self.config.sequence.teacher == "original" else None)
+    return Original(self.model, *params_state), teacher
+
   def unlearned(self, name: str, original: Original) -> tuple[tuple, float, dict]:
     """``((params, model_state), seconds, info)`` of method ``name``: its kept model, else
-    unlearned from ``original`` (resuming ``checkpoints/<name>/<key>``) and kept; its periodic
-    checkpoints are then removed."""
+    unlearned from ``original`` (in a sequence's request r > 1: from request r − 1's model;
+    resuming ``checkpoints/<name>/<key>``) and kept; its periodic checkpoints are then removed."""
     config, key = self.config, model_key(self, name)
     kept = self.kept(name, key)
     if kept is None:
       hparams = _hparams(config, name)
+      start, teacher = self._start(name, original)
       steps = self.out / "checkpoints" / name / key
       with ckpt_lib.Checkpointer(steps) as ckpt:
-        run = unlearn(get_method(name), original, self.splits, seed=config.seed,
+        run = unlearn(get_method(name), start, self.unlearning_splits, seed=config.seed,
                       hparams=hparams, mesh=self.mesh, checkpointer=ckpt,
                       checkpoint_every=config.checkpoint_every, run_key=key,
-                      progress=config.progress)
+                      progress=config.progress, teacher=teacher)
         ckpt.wait()
       kept = (run.params, run.model_state), {"seconds": run.seconds, "info": json_safe(run.info),
                                              "method": name, "hparams": hparams.to_dict()}
@@ -286,11 +314,12 @@ def json_safe(value):
 
 def model_key(exp: Experiment, name: str) -> str:
   """What method ``name``'s unlearned model depends on: the data, model, recipe, seed, forget set
-  and its hyper-parameters (not the evaluation config)."""
+  (in a sequence: the requests up to this one and the teacher) and its hyper-parameters (not the
+  evaluation config)."""
   config = exp.config
   return ckpt_lib.config_hash({"base": exp.base_key, "seed": config.seed, "method": name,
                                "hparams": _hparams(config, name).to_dict(),
-                               "forget": config.forget.to_dict()})
+                               "forget": config.forget.to_dict(), **sequence.key(config)})
 
 
 __all__ = ["Experiment", "evaluation_settings", "hardware", "json_safe", "model_key", "validate",

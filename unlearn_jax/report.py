@@ -69,6 +69,57 @@ def _plot_features(models: dict, path: pathlib.Path) -> None:
   fig.savefig(path, dpi=110)
 
 
+def _mean(value):
+  return value.get("mean") if isinstance(value, dict) else value
+
+
+def sequence_rows(requests: list[dict], key: str) -> dict[str, dict[str, object]]:
+  """Model → {request index as str → metric ``key`` after that request} of a sequence."""
+  return {name: {str(r): req["models"].get(name, {}).get("metrics", {}).get(key)
+                 for r, req in enumerate(requests, start=1)} for name in requests[0]["models"]}
+
+
+def sequence_tables(requests: list[dict]) -> str:
+  """One markdown table per metric of :data:`~unlearn_jax.summaries.SEQUENCE_COLUMNS` that was
+  measured: rows = models, columns = the requests (each evaluated on the cumulative forget set,
+  UA req. on the request's own)."""
+  request_columns = [f"after {r}" for r in range(1, len(requests) + 1)]
+  parts = []
+  for header, key, fmt in summaries.SEQUENCE_COLUMNS:
+    rows = sequence_rows(requests, key)
+    if all(v is None for values in rows.values() for v in values.values()):
+      continue
+    table = markdown_table(rows, [(h, str(r), fmt) for r, h in enumerate(request_columns, start=1)])
+    parts.append(f"### {header}\n\n{table}")
+  return "\n".join(parts)
+
+
+def _plot_sequence(requests: list[dict], path: pathlib.Path) -> None:
+  """UA, RA, TA and the Avg. Gap to Retrain against the request index, one line per model."""
+  from matplotlib import colormaps
+  from matplotlib.figure import Figure
+
+  panels = [c for c in summaries.SEQUENCE_COLUMNS if c[1] in ("UA", "RA", "TA", "gap")]
+  fig = Figure(figsize=(4.2 * len(panels), 3.6))
+  axes = fig.subplots(1, len(panels), squeeze=False)
+  x = np.arange(1, len(requests) + 1)
+  colours = colormaps["tab20"]
+  for ax, (header, key, _) in zip(axes[0], panels, strict=True):
+    for k, (name, values) in enumerate(sequence_rows(requests, key).items()):
+      y = [np.nan if _mean(v) is None else _mean(v) for v in values.values()]
+      style = ({"color": "black", "linestyle": "--", "linewidth": 2} if name == "retrain" else
+               {"color": "grey", "linestyle": ":"} if name == "original" else
+               {"color": colours(2 * k % 20 + k // 10 % 2)})  # dark shades, then light
+      ax.plot(x, y, marker="o", markersize=3, label=name, **style)
+    ax.set_title(header)
+    ax.set_xlabel("request")
+    ax.set_xticks(x)
+  axes[0][-1].legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=7)
+  fig.suptitle("After each deletion request (cumulative forget set; Avg. Gap to Retrain on it)")
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+
+
 def write_report(results: dict, out: pathlib.Path) -> None:
   """Writes ``results.md`` and the PNG plots under ``out``."""
   out = pathlib.Path(out)
@@ -82,12 +133,28 @@ def write_report(results: dict, out: pathlib.Path) -> None:
             f"{results['splits']}; {results['hardware']['processor']}, "
             f"{len(results['hardware']['devices'])} {results['hardware']['backend']} device(s); "
             f"wall time {results.get('wall_seconds', float('nan')):.0f} s.\n\n")
-  write_atomic(out / "results.md", header + markdown_table(rows, results.get("columns")))
+  table = markdown_table(rows, results.get("columns"))
+  requests = results.get("requests")
+  if requests:  # a sequence: the metrics across requests, then the last request's whole table
+    table = (f"{len(requests)} sequential deletion requests ({_describe(requests)}), each "
+             "applied to the model the previous one left; metrics on the cumulative forget set "
+             "(UA req.: on the request's own examples).\n\n"
+             f"{sequence_tables(requests)}\n### After request {len(requests)}\n\n{table}")
+    _plot_sequence(requests, out / "sequence.png")
+  write_atomic(out / "results.md", header + table)
   _plot_features(models, out / "features.png")
   for metric in registry.metrics():
     if metric.plot:
       name, plot = metric.plot
       plot(models, out / name)
+
+
+def _describe(requests: list[dict]) -> str:
+  """"classes 0, 3, 7" or "batches of 29, 29 examples"."""
+  first = [r["request"] for r in requests]
+  if first[0]["classes"]:
+    return "classes " + ", ".join("+".join(map(str, r["classes"])) for r in first)
+  return "batches of " + ", ".join(str(r["size"]) for r in first) + " examples"
 
 
 def report_from_dir(run_dir: str | pathlib.Path) -> dict:

@@ -11,6 +11,8 @@ evaluates every model, caches each result and writes the results. A run director
   methods/<name>.json        each model's metrics, keyed by its model and the evaluation config
   checkpoints/<name>/<key>   a running method's periodic checkpoints (removed once it finishes)
   results.json, results.md, plots
+  trial<k>/, req<r>/         a trial's run; a sequence's request r, run as above (its method
+                             models unlearned from request r − 1's)
 
 A rerun reuses kept models and finished results; a changed evaluation config re-evaluates the
 kept models without training (``evaluate_run``); a killed run resumes each training from its last
@@ -30,8 +32,9 @@ from tqdm.auto import tqdm
 
 from unlearn_jax import checkpoint as ckpt_lib
 from unlearn_jax import config as config_lib
-from unlearn_jax import distributed, report, runs, summaries
+from unlearn_jax import distributed, report, runs, sequence, summaries
 from unlearn_jax.evaluation import registry, suite
+from unlearn_jax.evaluation.outputs import accuracy
 from unlearn_jax.experiment import (
   Experiment,
   evaluation_settings,
@@ -79,11 +82,15 @@ def _aggregate(config, trials: list[dict]) -> dict:
         metrics[key] = {"mean": float(np.mean(values)), "std": float(np.std(values)),
                         "values": values}
     models[name] = {"metrics": metrics, "details": first["details"], "info": first["info"]}
-  return {**{k: trials[0][k] for k in ("hardware", "versions", "splits", "columns")},
-          "config": config.to_dict(), "seed": list(config.trials),
-          "forget_classes": [t["forget_classes"] for t in trials], "models": models,
-          "noise_floor": trials[0]["noise_floor"],
-          "wall_seconds": sum(t["wall_seconds"] for t in trials)}
+  out = {**{k: trials[0][k] for k in ("hardware", "versions", "splits", "columns")},
+         "config": config.to_dict(), "seed": list(config.trials),
+         "forget_classes": [t["forget_classes"] for t in trials], "models": models,
+         "noise_floor": trials[0]["noise_floor"],
+         "wall_seconds": sum(t["wall_seconds"] for t in trials)}
+  if "requests" in trials[0]:  # a sequence: each request's results over trials
+    out["requests"] = [_aggregate(config, [t["requests"][r] for t in trials]) | {
+        "request": trials[0]["requests"][r]["request"]} for r in range(len(trials[0]["requests"]))]
+  return out
 
 
 def hparams_used(config: dict) -> dict:
@@ -112,14 +119,17 @@ def run_experiment(config: ml_collections.ConfigDict, *, train: bool = True) -> 
   """Runs the protocol of ``config`` and writes ``output_dir/results.json`` (and table, plots).
 
   With ``config.trials`` the protocol runs once per trial (resumable, each in ``trial<k>``) and
-  the top-level results hold mean ± std over trials. With ``train=False`` every model must be kept
-  in the run directory already (:func:`evaluate_run`).
+  the top-level results hold mean ± std over trials. With ``config.sequence`` it runs once per
+  request (each in ``req<r>``, :mod:`unlearn_jax.sequence`); the results are the last request's
+  with every request's under ``requests``. With ``train=False`` every model must be kept in the
+  run directory already (:func:`evaluate_run`).
 
   Returns:
     The results dict (config, seeds, hardware, versions, split sizes, per-model metrics).
   """
   out = pathlib.Path(config.output_dir).absolute()
   if config.trials:
+    validate(config)  # e.g. trial_classes with a sequence, which trial configs would drop
     configs = trial_configs(config)
     for trial in configs:
       validate(trial)
@@ -128,7 +138,20 @@ def run_experiment(config: ml_collections.ConfigDict, *, train: bool = True) -> 
     results = json_safe(_aggregate(config, trials))
     _write(results, out, trials)
     return results
-  exp = Experiment(config, train=train)
+  if sequence.whole(config):
+    experiments = [None]  # every request's config and data first: all validated before training
+    for r in range(1, sequence.count(config) + 1):
+      experiments.append(Experiment(config, train=train, request=r, previous=experiments[-1]))
+    runs.write_config(out, config)
+    results = json_safe(sequence.combine(config, [_run(exp) for exp in experiments[1:]]))
+    _write(results, out)
+    return results
+  return _run(Experiment(config, train=train))
+
+
+def _run(exp: Experiment) -> dict:
+  """The protocol of one experiment (one trial, or one request of a sequence)."""
+  config, out = exp.config, exp.out
   runs.write_config(out, config)
   (out / "methods").mkdir(parents=True, exist_ok=True)
   ev, seed, splits = evaluation_settings(config), config.seed, exp.splits
@@ -142,22 +165,29 @@ def run_experiment(config: ml_collections.ConfigDict, *, train: bool = True) -> 
     return suite.prepare_context(exp.model, theta_o, splits, retrains, settings=ev, seed=seed,
                                  progress=config.progress)
 
+  columns = report.columns(ev)
   results = {"config": config.to_dict(), "seed": seed, "hardware": hardware(),
              "versions": versions(),
              "splits": {s: len(getattr(splits, s)) for s in (*suite.SETS, "calibration")},
-             "forget_classes": list(splits.forget_classes), "columns": report.columns(ev),
-             "models": {}}
+             "forget_classes": list(splits.forget_classes), "columns": columns, "models": {}}
+  if exp.request:  # UA on the request's own examples beside UA on the cumulative forget set
+    results["request"] = sequence.describe(config, exp.unlearning_splits)
+    results["columns"] = (*columns[:1], summaries.REQUEST_COLUMN, *columns[1:])
 
   def evaluate(name, params_state, seconds, info):
     row = suite.evaluate_model(exp.model, *params_state, context(), settings=ev, seed=seed,
                                name=name, progress=config.progress)
     row["metrics"]["seconds"] = seconds
+    if exp.request:
+      row["metrics"]["UA/request"] = 100.0 - accuracy(exp.model, *params_state,
+                                                      exp.unlearning_splits.forget)
     return row | {"info": info}
 
   results["models"]["original"] = _cached(
       out, "original", _result_key(exp, "original"),
       lambda: evaluate("original", theta_o, original_seconds, {}))
-  for name in tqdm(config.methods, desc=f"{config.name}: methods", disable=not config.progress):
+  where = f"{config.name}, request {exp.request}" if exp.request else config.name
+  for name in tqdm(config.methods, desc=f"{where}: methods", disable=not config.progress):
     if name == "retrain":
       compute = functools.partial(evaluate, name, retrains[0], retrain_seconds,
                                   {"seeds": list(config.retrain_seeds)})
@@ -217,7 +247,8 @@ def _result_key(exp: Experiment, name: str) -> str:
                                "forget": config.forget.to_dict(),
                                "calibration_fraction": config.calibration_fraction,
                                "retrain_seeds": list(config.retrain_seeds),
-                               "evaluation": config.evaluation.to_dict()})
+                               "evaluation": config.evaluation.to_dict(),
+                               **sequence.key(config)})
 
 
 def _cached(out: pathlib.Path, name: str, key: str, compute):

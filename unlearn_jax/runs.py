@@ -18,7 +18,7 @@ from typing import Any
 import ml_collections
 
 from unlearn_jax import checkpoint as ckpt_lib
-from unlearn_jax import distributed
+from unlearn_jax import distributed, sequence
 from unlearn_jax.data.datasets import Dataset, load_dataset
 from unlearn_jax.data.splits import ForgetSpec, Splits, make_splits
 from unlearn_jax.models import Model
@@ -124,7 +124,8 @@ def load_run(run_dir: str | pathlib.Path, names: Sequence[str] | None = None) ->
 
   Raises:
     FileNotFoundError: not a run directory (no config.json; a run with trials keeps its models
-      in ``trial<k>``), or a model the run should hold is missing (names it).
+      in ``trial<k>``, a sequence in ``req<r>``), or a model the run should hold is missing
+      (names it).
     CorruptCheckpointError: a kept model is damaged (names the directory).
   """
   run_dir = pathlib.Path(run_dir).absolute()
@@ -132,6 +133,10 @@ def load_run(run_dir: str | pathlib.Path, names: Sequence[str] | None = None) ->
   if config.trials:
     raise FileNotFoundError(f"run: {run_dir} holds {len(config.trials)} trials; load one of "
                             f"them: {run_dir / 'trial0'} … trial{len(config.trials) - 1}.")
+  if sequence.whole(config):
+    last = sequence.count(config)
+    raise FileNotFoundError(f"run: {run_dir} holds a sequence of {last} requests; load the "
+                            f"models after one of them: {run_dir / 'req1'} … req{last}.")
   seeds = list(config.retrain_seeds)
   available = ["original", *(retrain_name(s) for s in seeds),
                *(m for m in config.methods if m != "retrain")]

@@ -18,7 +18,10 @@ does not change when the code's internals do. Schema 1, top-level keys:
   (null where none apply), "reads": the data sets the method reads, "info": [per trial]}.
 * ``noise_floor``: per trial, Retrain-vs-Retrain mean and std of each representation score (or
   null); ``checks``: per trial, a population run's sanity checks (or null).
-* ``tables``: further tables, name → {"title", "first", "columns", "rows": name → metrics}.
+* ``tables``: further tables, name → {"title", "first", "columns", "rows": name → metrics}. A
+  sequence of deletion requests (whose ``models`` are those after its last request) has
+  ``request<r>`` (every column after request r) and ``requests/<metric key>`` (that metric after
+  each request: columns "1", "2", …).
 
 A metric value is a number, a string (a setting in words), null (not measured), or
 {"mean", "std"}: a spread inside the trial (over a population's target models). Nothing larger is
@@ -39,6 +42,12 @@ from unlearn_jax.checkpoint import read_json, write_atomic
 from unlearn_jax.methods import METHODS
 
 SCHEMA = 1
+# A sequence's request: UA on its own examples D_f^(r) (UA is on the cumulative forget set).
+REQUEST_COLUMN = ("UA req.", "UA/request", ".1f")
+# What a sequence's tables (here and in the report) and plot follow across requests.
+SEQUENCE_COLUMNS = (("UA", "UA", ".1f"), REQUEST_COLUMN, ("RA", "RA", ".1f"),
+                    ("TA", "TA", ".1f"), ("MIA", "MIA", ".1f"), ("Avg. Gap", "gap", ".2f"),
+                    ("ToW", "tow", "t:.3f"))
 SUMMARY = "summary.json"
 INTERVAL = "t:"  # a column format with this prefix shows mean ± 95 % t half-width over trials
 RESULTS_DIR = "results"
@@ -112,15 +121,45 @@ def summarize(results: dict, *, trials: list[dict] | None = None, command: str |
   models = {}
   for name in trials[0]["models"]:
     rows = [t["models"].get(name, {}) for t in trials]
-    models[name] = {"metrics": _by_trial([flatten(r.get("metrics", {})) for r in rows]),
-                    "hparams": hparams.get(name), "reads": _reads(name),
-                    "info": [_scalars(r.get("info")) for r in rows]}
+    models[name] = {"metrics": _rows(trials, name), "hparams": hparams.get(name),
+                    "reads": _reads(name), "info": [_scalars(r.get("info")) for r in rows]}
   return common | {
       "kind": "protocol", "seeds": [t["seed"] for t in trials],
       "forget_classes": [list(t["forget_classes"]) for t in trials],
       "sizes": [t["splits"] for t in trials], "wall_seconds": results.get("wall_seconds"),
       "columns": _columns(results["columns"]), "models": models,
-      "noise_floor": [t.get("noise_floor") for t in trials], "checks": None, "tables": {}}
+      "noise_floor": [t.get("noise_floor") for t in trials], "checks": None,
+      "tables": _sequence_tables(trials) if "requests" in results else {}}
+
+
+def _rows(trials: list[dict], name: str) -> dict[str, list]:
+  """Model ``name``'s metrics by trial."""
+  return _by_trial([flatten(t["models"].get(name, {}).get("metrics", {})) for t in trials])
+
+
+def _sequence_tables(trials: list[dict]) -> dict:
+  """A sequence's tables: every column after each request, and each measured metric of
+  :data:`SEQUENCE_COLUMNS` across requests."""
+  tables = {}
+  for r, first in enumerate(trials[0]["requests"], start=1):
+    at = [t["requests"][r - 1] for t in trials]
+    what = (f"classes {first['request']['classes']}" if first["request"]["classes"] else
+            f"{first['request']['size']} examples")
+    tables[f"request{r}"] = {
+        "title": f"After request {r} of {len(trials[0]['requests'])} ({what}; metrics on the "
+                 "cumulative forget set)", "first": "Method",
+        "columns": _columns(first["columns"]),
+        "rows": {name: _rows(at, name) for name in first["models"]}}
+  count = len(trials[0]["requests"])
+  for header, key, fmt in SEQUENCE_COLUMNS:
+    rows = {name: {str(r): tables[f"request{r}"]["rows"][name].get(key, [None] * len(trials))
+                   for r in range(1, count + 1)} for name in tables["request1"]["rows"]}
+    if any(present(values) for row in rows.values() for values in row.values()):
+      tables[f"requests/{key}"] = {
+          "title": f"{header} after each request", "first": "Method",
+          "columns": [{"header": f"after {r}", "key": str(r), "format": fmt}
+                      for r in range(1, count + 1)], "rows": rows}
+  return tables
 
 
 def _population(results: dict, hparams: dict) -> dict:
@@ -335,6 +374,6 @@ def numbers(summary: dict) -> list[float]:
   return out
 
 
-__all__ = ["INTERVAL", "SCHEMA", "SUMMARY", "absolute_paths", "cell", "dumps", "flatten",
-           "load_summaries", "markdown_table", "numbers", "present", "read_summary", "record",
-           "set_command", "summarize", "t_interval", "write_summary"]
+__all__ = ["INTERVAL", "REQUEST_COLUMN", "SCHEMA", "SEQUENCE_COLUMNS", "SUMMARY", "absolute_paths",
+           "cell", "dumps", "flatten", "load_summaries", "markdown_table", "numbers", "present",
+           "read_summary", "record", "set_command", "summarize", "t_interval", "write_summary"]

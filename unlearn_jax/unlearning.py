@@ -51,6 +51,7 @@ def unlearn(
     run_key: str = "",
     hooks: Sequence[Hook] = (),
     progress: bool = False,
+    teacher: tuple[Any, Any] | None = None,
 ) -> UnlearnResult:
   """Runs ``method`` from ``original`` on ``splits`` (or on ``forget`` / ``retain``) and
   returns the unlearned model.
@@ -70,6 +71,8 @@ def unlearn(
       of another ``run_key`` is a ValueError (a directory holds one run).
     hooks: evaluation callbacks ``fn(step, state) -> dict`` every ``every`` steps.
     progress: draw a progress bar.
+    teacher: ``(params, model_state)`` of the plan's teacher "original" when it is not the start
+      point ``original`` (θ_o as teacher in a sequence's later request, docs/math.md §6.9).
 
   Raises:
     ValueError: both or neither of ``splits`` and ``forget``, sets that
@@ -92,6 +95,8 @@ def unlearn(
                      splits.dataset.num_classes)
   start = time.perf_counter()
   plan = method.build(hp, original, data, seed)
+  if teacher is not None and "original" in plan.teachers:
+    plan = dataclasses.replace(plan, teachers={**plan.teachers, "original": teacher})
   state, save, before = None, None, 0.0  # before: seconds of the legs a resumed run already ran
   if checkpointer is not None:
     meta = checkpointer.meta()
