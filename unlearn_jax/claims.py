@@ -11,6 +11,8 @@ number is invented.
 import dataclasses
 from collections.abc import Callable, Sequence
 
+import numpy as np
+
 from unlearn_jax.paper_gap import render_paper_gap
 from unlearn_jax.summaries import cell, present
 
@@ -293,10 +295,7 @@ ATTACKS = (("OU PGD", "OU/pgd"), ("PRA strongest", "PRA/forget"), ("FM", "FM/for
 
 def _mean_std(xs: Sequence) -> tuple[float | None, float | None]:
   xs = [x for x in (_number(v) for v in xs) if x is not None]
-  if not xs:
-    return None, None
-  mean = sum(xs) / len(xs)
-  return mean, (sum((x - mean) ** 2 for x in xs) / len(xs)) ** 0.5
+  return (float(np.mean(xs)), float(np.std(xs))) if xs else (None, None)
 
 
 def check_composed(summary: dict, model: str = COMPOSED_METHOD) -> Finding:

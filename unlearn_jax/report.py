@@ -106,7 +106,7 @@ def _plot_sequence(requests: list[dict], path: pathlib.Path) -> None:
   colours = colormaps["tab20"]
   for ax, (header, key, _) in zip(axes[0], panels, strict=True):
     for k, (name, values) in enumerate(sequence_rows(requests, key).items()):
-      y = [np.nan if _mean(v) is None else _mean(v) for v in values.values()]
+      y = [np.nan if (m := _mean(v)) is None else m for v in values.values()]
       style = ({"color": "black", "linestyle": "--", "linewidth": 2} if name == "retrain" else
                {"color": "grey", "linestyle": ":"} if name == "original" else
                {"color": colours(2 * k % 20 + k // 10 % 2)})  # dark shades, then light
