@@ -169,11 +169,17 @@ def test_killed_run_restarts_without_redoing_finished_methods(tmp_path, data_dir
   assert again["models"] == results["models"] and again["noise_floor"] == results["noise_floor"]
 
 
+# The evaluations with an ``enabled`` switch: off where a test reads only UA and the keys.
+_ATTACKS = ("inversion", "ou", "pra", "recovery", "relearn", "relearn_retain", "tow", "uia",
+            "weight_space")
+
+
 def test_readme_example_after_command_1_on_the_same_output_dir(tmp_path, data_dir):
   """A changed config (forget set, Spotter epochs) gives methods new keys: the kept model of the
   earlier config is replaced, not reused. A damaged method result is recomputed."""
-  common = ["--config.methods=('retrain', 'ga', 'spotter')", "--config.checkpoint_every=5",
-            "--config.evaluation.inversion.enabled=False"]
+  common = ["--config.methods=('retrain', 'ga', 'spotter')", "--config.checkpoint_every=20",
+            "--config.retrain_seeds=(1,)", "--config.evaluation.representation=False",
+            *(f"--config.evaluation.{name}.enabled=False" for name in _ATTACKS)]
   runner.run_experiment(_config(tmp_path, data_dir, *common))
   changed = _config(tmp_path, data_dir, *common, "--config.forget.classes=(3,)",
                     "--config.hparams.spotter.epochs=3")
@@ -352,8 +358,10 @@ _BUILT = set()  # (model, image shape, classes, profile, method) already built b
 
 @pytest.mark.parametrize("path", EXPERIMENTS, ids=_config_id)
 def test_every_config_builds_its_first_steps_with_tiny_shapes(path, monkeypatch):
-  """Data stand-ins of the config's shapes (10 images per class), ResNet-18 at width 1/16 and
-  batch 8: the original's step and every method's first step are built and traced."""
+  """Data stand-ins of the config's shapes (10 images per class), ResNet-18's layout at width 1/16
+  with one block per stage (half the blocks to compile; the full depth is built in
+  test_models) and batch 8: the original's step and every method's first step are built and
+  traced."""
   from unlearn_jax.methods import Original, get_method, method_data
   from unlearn_jax.objectives.classifier import classifier_objective
   from unlearn_jax.training.execute import block_objective, prepare
@@ -363,7 +371,8 @@ def test_every_config_builds_its_first_steps_with_tiny_shapes(path, monkeypatch)
   config = load_config(path)
   tiny = _tiny_dataset(config.data.name)
   monkeypatch.setattr(runner.runs, "dataset_of", lambda *a, **k: tiny)
-  options = {"width": 0.0625} if config.model.name == "resnet18" else {}
+  options = ({"width": 0.0625, "stage_sizes": (1, 1, 1, 1)} if config.model.name == "resnet18"
+             else {})
   with config.unlocked():
     config.model.options = options
   config.trials, config.trial_classes = (), ()
