@@ -32,7 +32,8 @@ def get_config(arg: str | None = None):
     c.output_dir = "runs/digits_ulira_class"
     c.target.size = 0
     c.target.classes = (0,)
-    c.methods = ("retrain", "ft", "ga", "neggrad_plus", "salun", "scrub", "spotter", "opc")
+    c.methods = ("retrain", "ft", "ga", "neggrad_plus", "salun", "scrub", "spotter", "opc",
+                 "spotter_align")
     c.excluded = {}
   elif arg == "ci":
     c.name = "digits_ulira_ci"

@@ -5,8 +5,10 @@ epochs (batch 128); the methods use their ``fashion_mnist`` profile (GA and NegG
 early stop, which cannot be vmapped).
 
   unlearn-jax run experiments/fashion_mnist_ulira.py
+  unlearn-jax run experiments/fashion_mnist_ulira.py:class   # T = class 0's pool examples
 
-Spotter is left out (class unlearning only; T is random). A benchmark job, not CI.
+Spotter is left out of the random variant (class unlearning only; T is random); the class variant
+runs it and spotter_align. A benchmark job, not CI.
 """
 
 from unlearn_jax.config import population_defaults
@@ -28,6 +30,14 @@ def get_config(arg: str | None = None):
   c.hparams.ga = {"stop_forget_accuracy": None}  # the profile's 5 epochs (20 diverge here)
   c.methods = ("retrain", "ft", "ga", "neggrad_plus", "salun", "scrub", "opc")
   c.excluded = {"spotter": "class unlearning only; T is a random set"}
-  if arg is not None:
-    raise ValueError(f"experiments/fashion_mnist_ulira.py: unknown variant {arg!r}.")
+  if arg == "class":
+    c.name = "fashion_mnist_ulira_class"
+    c.output_dir = "runs/fashion_mnist_ulira_class"
+    c.target.size = 0
+    c.target.classes = (0,)
+    c.methods = (*c.methods, "spotter", "spotter_align")
+    c.excluded = {}
+  elif arg is not None:
+    raise ValueError(f"experiments/fashion_mnist_ulira.py: unknown variant {arg!r}; allowed: "
+                     "class.")
   return c

@@ -158,6 +158,7 @@ def test_bad_inputs_of_the_attacks():
 
 @pytest.mark.parametrize("spec", ["digits_challenge", "digits_challenge:quick", "digits_ulira",
                                   "digits_ulira:class", "digits_ulira:ci", "fashion_mnist_ulira",
+                                  "fashion_mnist_ulira:class",
                                   "digits_memorization", "digits_memorization:ci",
                                   "fashion_mnist_memorization"])
 def test_every_population_config_validates(spec):
