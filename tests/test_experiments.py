@@ -30,7 +30,7 @@ EXPERIMENTS = ([str(p) for p in ALL_CONFIGS if "protocol" not in load_config(str
 
 def _config_id(spec: str) -> str:
   return pathlib.Path(spec).name.replace(".py", "")
-TIMING = {"seconds", "wall_seconds", "hardware", "versions"}
+TIMING = {"seconds", "wall_seconds", "evaluation_seconds", "hardware", "versions"}
 
 
 def _config(tmp_path, data_dir, *overrides, spec="digits:quick"):
@@ -167,6 +167,9 @@ def test_killed_run_restarts_without_redoing_finished_methods(tmp_path, data_dir
   again = runner.run_experiment(config)  # everything cached now: no training, no evaluation
   assert calls == ["ga", "spotter", "spotter"] and evaluated == []
   assert again["models"] == results["models"] and again["noise_floor"] == results["noise_floor"]
+  # The wall time is the work's, kept with the results: a rerun does not reset it to its own.
+  evaluation = [row["info"]["evaluation_seconds"] for row in results["models"].values()]
+  assert min(evaluation) > 0 and again["wall_seconds"] == results["wall_seconds"] > sum(evaluation)
 
 
 # The evaluations with an ``enabled`` switch: off where a test reads only UA and the keys.

@@ -47,6 +47,8 @@ from unlearn_jax.experiment import (
 from unlearn_jax.methods import METHODS, Original, get_method
 
 RESULTS = "results.json"
+# Kept in each model's ``info``: the seconds its evaluation took (part of the run's wall time).
+EVALUATION_SECONDS = "evaluation_seconds"
 
 
 def trial_configs(config: ml_collections.ConfigDict) -> list[ml_collections.ConfigDict]:
@@ -155,7 +157,6 @@ def _run(exp: Experiment) -> dict:
   runs.write_config(out, config)
   (out / "methods").mkdir(parents=True, exist_ok=True)
   ev, seed, splits = evaluation_settings(config), config.seed, exp.splits
-  start = time.perf_counter()
   original, original_seconds = exp.original()
   retrains, retrain_seconds = exp.retrains()
   theta_o = (original.params, original.model_state)
@@ -175,13 +176,14 @@ def _run(exp: Experiment) -> dict:
     results["columns"] = (*columns[:1], summaries.REQUEST_COLUMN, *columns[1:])
 
   def evaluate(name, params_state, seconds, info):
+    begin = time.perf_counter()
     row = suite.evaluate_model(exp.model, *params_state, context(), settings=ev, seed=seed,
                                name=name, progress=config.progress)
     row["metrics"]["seconds"] = seconds
     if exp.request:
       row["metrics"]["UA/request"] = 100.0 - accuracy(exp.model, *params_state,
                                                       exp.unlearning_splits.forget)
-    return row | {"info": info}
+    return row | {"info": {**info, EVALUATION_SECONDS: time.perf_counter() - begin}}
 
   results["models"]["original"] = _cached(
       out, "original", _result_key(exp, "original"),
@@ -196,10 +198,21 @@ def _run(exp: Experiment) -> dict:
     results["models"][name] = _cached(out, name, _result_key(exp, name), compute)
   results["noise_floor"] = _cached(out, "noise_floor", _result_key(exp, "noise_floor"),
                                    lambda: suite.noise_floor(context()))
-  results["wall_seconds"] = time.perf_counter() - start
+  results["wall_seconds"] = _compute_seconds(results["models"], out)
   results = json_safe(results)
   _write(results, out)
   return results
+
+
+def _compute_seconds(models: dict, out: pathlib.Path) -> float:
+  """A run's wall time, the same whether it ran in one leg or resumed from kept models and
+  results: every model's training or unlearning time (``seconds``, summed over legs), every
+  evaluation's time and the noise floor's (kept with their results; 0 for a result kept by a
+  version that did not record it)."""
+  total = sum((row["metrics"].get("seconds") or 0.0)
+              + row.get("info", {}).get(EVALUATION_SECONDS, 0.0) for row in models.values())
+  floor = out / "methods" / "noise_floor.json"
+  return total + (json.loads(floor.read_text()).get("seconds", 0.0) if floor.exists() else 0.0)
 
 
 def _evaluate_unlearned(exp: Experiment, name: str, original: Original, evaluate) -> dict:
@@ -253,7 +266,7 @@ def _result_key(exp: Experiment, name: str) -> str:
 
 def _cached(out: pathlib.Path, name: str, key: str, compute):
   """``out/methods/<name>.json``'s result when its key is ``key``, else ``compute()``, written
-  there (atomically, by process 0). A damaged file is recomputed."""
+  there with the seconds it took (atomically, by process 0). A damaged file is recomputed."""
   path = out / "methods" / f"{name}.json"
   if path.exists():
     try:
@@ -262,9 +275,12 @@ def _cached(out: pathlib.Path, name: str, key: str, compute):
       cached = {}
     if cached.get("key") == key:
       return cached["result"]
+  begin = time.perf_counter()
   result = compute()
+  seconds = time.perf_counter() - begin
   if distributed.is_writer():
-    ckpt_lib.write_atomic(path, json.dumps(json_safe({"key": key, "result": result})))
+    ckpt_lib.write_atomic(path, json.dumps(json_safe({"key": key, "result": result,
+                                                      "seconds": seconds})))
   return result
 
 

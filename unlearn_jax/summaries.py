@@ -12,7 +12,9 @@ does not change when the code's internals do. Schema 1, top-level keys:
 * ``versions``, ``hardware``: as the run recorded them; ``config``: the whole config.
 * ``seeds``: one per trial; ``forget_classes``: per trial, the forgotten (or target) classes, []
   for a random forget set; ``sizes``: per trial, the split (or pool, target set) sizes;
-  ``wall_seconds``: the run's wall time over all trials.
+  ``wall_seconds``: the run's wall time over all trials (an experiment's: every model's training
+  or unlearning time plus every evaluation's, kept with the results, so a resumed or repeated
+  run reports the work's time, not its own).
 * ``columns``: [{"header", "key", "format"}] of the run's table (``format`` a Python format spec).
 * ``models``: name → {"metrics": key → [one value per trial], "hparams": the values the run used
   (null where none apply), "reads": the data sets the method reads, "info": [per trial]}.
