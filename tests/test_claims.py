@@ -167,6 +167,22 @@ def test_composed_method_is_held_to_retrains_mean_plus_two_std_and_its_accuracy(
   assert claims.check_composed(_summary({"retrain": {}})).verdict.startswith("not checkable")
 
 
+def test_u_lira_claim_reads_retrains_spread_over_target_models():
+  def population(accuracy, ra=90.0):  # one population run: a mean ± std over target models
+    return _summary({"retrain": {"u_lira.accuracy": [{"mean": 0.50, "std": 0.02}],
+                                 "RA": [90.0], "TA": [80.0]},
+                     "spotter_align": {"u_lira.accuracy": [{"mean": accuracy, "std": 0.03}],
+                                       "RA": [ra], "TA": [79.5]}}, classes=((0,),))
+
+  held = claims.check_ulira(population(0.539))  # bar: 0.50 + 2 · 0.02 = 0.54
+  assert held.verdict == "holds"
+  assert ("spotter_align TA − Retrain's", [-0.5], ".1f") in held.numbers
+  assert claims.check_ulira(population(0.541)).verdict == "fails"
+  assert claims.check_ulira(population(0.50, ra=88.9)).verdict == "fails"  # RA 1.1 points lower
+  assert claims.check_ulira(_summary({"retrain": {}}, classes=((0,),))).verdict.startswith(
+      "not checkable")
+
+
 def test_the_gap_to_the_paper_is_split_into_original_attack_and_mode():
   from unlearn_jax import paper_gap
   ours = _summary({"spotter": {"PRA/ref": [99.0, 98.0, 97.0], "PRA/forget": [80.0, 85.0, 90.0],

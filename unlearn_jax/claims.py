@@ -337,6 +337,28 @@ def check_composed(summary: dict, model: str = COMPOSED_METHOD) -> Finding:
   return Finding(verdict(ok, summary), tuple(numbers), note=note)
 
 
+def check_ulira(summary: dict, model: str = COMPOSED_METHOD) -> Finding:
+  """``model``'s U-LiRA accuracy (a population run; mean over target models) ≤ Retrain's mean +
+  RETRAIN_SIGMAS std over its target models, and its RA and TA ≥ Retrain's − RETAIN_MARGIN."""
+  if model not in summary["models"] or "retrain" not in summary["models"]:
+    return Finding(f"not checkable: the summary has no {model} or no Retrain")
+  key = "u_lira.accuracy"
+  retrain = [v for v in values(summary, "retrain", key) if isinstance(v, dict)]
+  mine = [_number(v) for v in values(summary, model, key)]
+  ok = [bool(r) and m is not None and m <= r["mean"] + RETRAIN_SIGMAS * r["std"]
+        for m, r in zip(mine, retrain or [None] * len(mine), strict=True)]
+  numbers = [(f"{model} U-LiRA acc.", values(summary, model, key), ".3f"),
+             ("Retrain U-LiRA acc. (± over target models)", values(summary, "retrain", key),
+              ".3f")]
+  for name in ("RA", "TA"):
+    gaps = [None if _number(a) is None or _number(r) is None else _number(a) - _number(r)
+            for a, r in zip(values(summary, model, name), values(summary, "retrain", name),
+                            strict=True)]
+    ok = [o and g is not None and g >= -RETAIN_MARGIN for o, g in zip(ok, gaps, strict=True)]
+    numbers.append((f"{model} {name} − Retrain's", gaps, ".1f"))
+  return Finding(verdict(ok, summary), tuple(numbers))
+
+
 SPOTTER = "Spotter (Ha, Park & Yoon)"
 OPC = "OPC (one-point contraction)"
 REPRESENTATION = "Representation forgetting"
@@ -367,6 +389,10 @@ CLAIMS = (
           f"{RETRAIN_SIGMAS:.0f} std over trials (OU@ε PGD, PRA strongest, FM, HR lab., "
           f"inversion PSNR); RA and TA within {RETAIN_MARGIN:.0f} point of Retrain's; UA ≥ "
           f"{OUTPUT_UA:.0f} %", ("fashion_mnist_class", "digits"), check_composed),
+    Claim(COMPOSED, "Private against U-LiRA", f"U-LiRA accuracy (MLP populations, T = a "
+          f"forgotten class) at most Retrain's mean + {RETRAIN_SIGMAS:.0f} std over target "
+          f"models; RA and TA within {RETAIN_MARGIN:.0f} point of Retrain's",
+          ("fashion_mnist_ulira_class", "digits_ulira_class"), check_ulira),
 )
 
 
@@ -434,6 +460,6 @@ def render_claims(summaries: dict[str, dict], claims: Sequence[Claim] = CLAIMS) 
 
 
 __all__ = ["CLAIMS", "Claim", "Finding", "attack_or_model", "check_collapse", "check_composed",
-           "check_inversion",
-           "check_no_retain", "check_ou", "check_plug_and_play", "check_pra", "check_recovery",
-           "check_residuals", "render_claims", "setting", "values", "verdict"]
+           "check_inversion", "check_no_retain", "check_ou", "check_plug_and_play", "check_pra",
+           "check_recovery", "check_residuals", "check_ulira", "render_claims", "setting",
+           "values", "verdict"]
