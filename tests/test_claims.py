@@ -68,6 +68,8 @@ def test_pra_at_both_settings_and_whether_the_attack_or_the_model_explains_it():
   assert "comes from the model" in model.note and model.verdict.startswith("fails")
   held = claims.check_pra(_pra((2.0, 3.0, 4.0), (20.0, 20.0, 20.0), (60.0,) * 3, (62.0,) * 3))
   assert held.verdict == "holds" and "No difference to explain" in held.note
+  barely = claims.check_pra(_pra((99.9,) * 3, (80.0,) * 3, (100.0,) * 3, (40.0,) * 3))
+  assert barely.verdict == "fails" and "comes from the model" in barely.note  # not half of 100
   digits = claims.check_pra(_pra((2.0,) * 3, (20.0,) * 3, (60.0,) * 3, (62.0,) * 3,
                                  data="digits"))
   assert digits.note == ""  # the reference's numbers are for Fashion-MNIST class 0
@@ -201,6 +203,7 @@ def test_the_gap_to_the_paper_is_split_into_original_attack_and_mode():
                                                paper_gap.REFERENCE: reference}))
   assert "| Spotter PRA ref. | 99.0 | 98.0 | 97.0 | 3.0 | 4.0 | 5.0 |" in page
   assert "| original head ‖W_f‖ / ‖W_kept‖ | — / — | — / — | — / — | 1.70 / 1.60 |" in page
-  assert "+94.0 points higher" in page and "-0.0100" in page
+  assert "reference recipe's: +94.0 points" in page and "-0.0100" in page
+  assert "-13.0 points from the project's original, +31.0 points from the reference" in page
   assert "Not run yet (needs results/fashion_mnist_class_reference.json)" in "\n".join(
       paper_gap.render_paper_gap({paper_gap.OURS: ours}))

@@ -24,6 +24,7 @@ COLLAPSE = 0.01  # forget features "collapse": mean norm at most this fraction o
 FLOOR_SIGMAS = 3.0  # a residual is "above the noise floor" beyond mean + 3 std of Retrain pairs
 # PRA at the reference code's setting on Fashion-MNIST class 0, as its notebook reports it (%).
 REFERENCE_PRA = {"spotter": 2.4, "retrain": 61.2, "original": 80.3}
+DEFEATED = 0.5  # PRA "defeated": Spotter's forget accuracy after it ≤ this fraction of Retrain's
 CLASS_EXPERIMENTS = ("fashion_mnist_class", "fashion_mnist_opc", "digits")
 
 
@@ -126,15 +127,20 @@ def check_ou(summary: dict) -> Finding:
                         ("ratio", ratios, ".2f")))
 
 
+def _defeated(spotter: float | None, retrain: float | None) -> bool:
+  """PRA restores at most DEFEATED × what it restores on Retrain (the reference's class-0 numbers:
+  2.4 against 61.2 %); 99.9 against 100.0 % is not "below" in any sense that matters."""
+  return spotter is not None and retrain is not None and spotter <= DEFEATED * retrain
+
+
 def check_pra(summary: dict) -> Finding:
-  """Spotter's forget accuracy after PRA below Retrain's, at the reference setting and at the
-  strongest, every trial."""
+  """Spotter's forget accuracy after PRA at most DEFEATED × Retrain's, at the reference setting
+  and at the strongest, every trial."""
   s_ref, r_ref = values(summary, "spotter", "PRA/ref"), values(summary, "retrain", "PRA/ref")
   s_str, r_str = values(summary, "spotter", "PRA/forget"), values(summary, "retrain", "PRA/forget")
 
   def below(a, b):
-    return [_number(x) is not None and _number(y) is not None and _number(x) < _number(y)
-            for x, y in zip(a, b, strict=True)]
+    return [_defeated(_number(x), _number(y)) for x, y in zip(a, b, strict=True)]
 
   ok_ref, ok_str = below(s_ref, r_ref), below(s_str, r_str)
   both = [a and b for a, b in zip(ok_ref, ok_str, strict=True)]
@@ -181,12 +187,12 @@ def attack_or_model(summary: dict) -> str:
           + (f", the original {o_ref:.1f} % ({REFERENCE_PRA['original']} %)" if o_ref is not None
              else "") + f"; the strongest attack ({setting}) restores {s_str:.1f} % on Spotter"
           + (f" and {r_str:.1f} % on Retrain." if r_str is not None else "."))
-  if s_ref < r_ref and (r_str is None or s_str >= r_str):
+  if _defeated(s_ref, r_ref) and not _defeated(s_str, r_str):
     return ours + " The difference from the paper comes from the attack: at its own setting " \
                   "the model resists as the reference reports, a stronger setting undoes it."
-  if s_ref >= r_ref:
+  if not _defeated(s_ref, r_ref):
     return ours + " The difference comes from the model: even at the reference's own setting " \
-                  "our Spotter gives back as much as Retrain or more."
+                  f"our Spotter gives back more than {DEFEATED:.0%} of what Retrain does."
   return ours + " No difference to explain: Spotter resists at both settings."
 
 
@@ -367,8 +373,9 @@ CLAIMS = (
     Claim(SPOTTER, "OU@ε far below the baselines", f"Spotter's OU@ε (PGD) ≤ {FAR} × the lowest "
           "baseline's, Retrain included (not the project's own methods)", CLASS_EXPERIMENTS,
           check_ou),
-    Claim(SPOTTER, "PRA defeated", "Spotter's forget accuracy after PRA below Retrain's, at "
-          "the reference setting and at the strongest", CLASS_EXPERIMENTS, check_pra),
+    Claim(SPOTTER, "PRA defeated", f"Spotter's forget accuracy after PRA at most {DEFEATED} × "
+          "Retrain's, at the reference setting and at the strongest", CLASS_EXPERIMENTS,
+          check_pra),
     Claim(SPOTTER, "No retain data needed", f"reads D_f only, UA ≥ {OUTPUT_UA:.0f} %, TA within "
           f"{TA_MARGIN:.0f} points of Retrain's", CLASS_EXPERIMENTS, check_no_retain),
     Claim(SPOTTER, "Plug-and-play with other methods", "X + Spotter's terms (spotter_plus_X) "

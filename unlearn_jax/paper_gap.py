@@ -94,10 +94,10 @@ def render_paper_gap(summaries: Mapping[str, Mapping]) -> list[str]:
     return "—" if v is None else f"{v:+.1f}{unit}"
 
   mode = found["mode"]
-  lines += ["", f"- **The original**: Spotter's PRA ref. is {pts(found['original'])} higher from "
-            "the project's original than from the reference recipe's (mean over trials).",
-            f"- **The attack**: the strongest edit restores {pts(found['attack (our original)'])}"
-            f" more than the fixed one on Spotter from the project's original, and "
+  lines += ["", "- **The original**: Spotter's PRA ref. from the project's original minus from "
+            f"the reference recipe's: {pts(found['original'])} (mean over trials).",
+            "- **The attack**: Spotter's PRA strongest minus its PRA ref.: "
+            f"{pts(found['attack (our original)'])} from the project's original, "
             f"{pts(found['attack (reference original)'])} from the reference original.",
             "- **The perturbation mode**: Spotter's OU@ε in our mode (targeted boundary) minus "
             "the reference code's PGD mode, same model: "
