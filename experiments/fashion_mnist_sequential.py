@@ -6,6 +6,7 @@ The class config's data, model, original and profile.
 
   unlearn-jax run experiments/fashion_mnist_sequential.py
   unlearn-jax run experiments/fashion_mnist_sequential.py:random
+  unlearn-jax run experiments/fashion_mnist_sequential.py:brief
 
 ``random``: five random batches of 2 % of the training set (1,200 images each, uniformly drawn,
 disjoint), so that after the fifth the cumulative forget set is 10 % as in
@@ -16,6 +17,11 @@ off (ToW and the weight-space predictors stay on; `unlearn-jax evaluate RUN/tria
 --config.evaluation.relearn_retain.enabled=True` adds one to a request). Each request costs
 about as much as one trial of fashion_mnist_class.py (about an hour on a 2-core CPU), so a trial
 takes about five hours; --config.trials='(0,)' runs one.
+
+``brief``: the class requests with the methods a reader compares across them (Retrain, FT, GA,
+NegGrad+, RL, SalUn, SCRUB, Spotter, OPC and spotter_align) and what the request tables and the
+two blind spots need (UA, RA, TA, MIA, the gap, ToW, OU@ε, PRA); recovery, representation and
+weight-space measurements are off. About half a trial of fashion_mnist_class.py per request.
 """
 
 import fashion_mnist_class
@@ -39,7 +45,15 @@ def get_config(arg: str | None = None):
     random10 = fashion_mnist_random10.get_config()
     c.methods, c.hparams = random10.methods, random10.hparams
     c.evaluation.relearn.enabled = False
+  elif arg == "brief":
+    c.name = "fashion_mnist_sequential_brief"
+    c.output_dir = "runs/fashion_mnist_sequential_brief"
+    c.methods = ("retrain", "ft", "ga", "neggrad_plus", "rl", "salun", "scrub", "spotter", "opc",
+                 "spotter_align")
+    for name in ("recovery", "relearn", "weight_space"):
+      c.evaluation[name].enabled = False
+    c.evaluation.representation = False
   elif arg is not None:
     raise ValueError(f"experiments/fashion_mnist_sequential.py: unknown variant {arg!r}; "
-                     "allowed: random.")
+                     "allowed: random, brief.")
   return c

@@ -23,7 +23,7 @@ from unlearn_jax.training.loop import Hook
 ALL_CONFIGS = sorted(pathlib.Path(__file__).parents[1].joinpath("experiments").glob("*.py"))
 # Population experiments (a ``protocol`` field) have their own runner and tests (test_populations).
 # Variants (``path:arg``) that the config tests load as well.
-VARIANTS = ("fashion_mnist_class.py:reference",)
+VARIANTS = ("fashion_mnist_class.py:reference", "fashion_mnist_sequential.py:brief")
 EXPERIMENTS = ([str(p) for p in ALL_CONFIGS if "protocol" not in load_config(str(p))]
                + [str(ALL_CONFIGS[0].parent / v) for v in VARIANTS])
 
