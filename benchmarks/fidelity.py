@@ -29,7 +29,7 @@ from unlearn_jax.data.datasets import load_dataset  # noqa: E402
 from unlearn_jax.data.splits import ForgetSpec, make_splits  # noqa: E402
 from unlearn_jax.evaluation.outputs import accuracy, model_outputs  # noqa: E402
 from unlearn_jax.evaluation.over_unlearning import SETS  # noqa: E402
-from unlearn_jax.evaluation.prototypes import head_row_norms, same_class_cosine  # noqa: E402
+from unlearn_jax.evaluation.pra_geometry import head_row_norms, same_class_cosine  # noqa: E402
 from unlearn_jax.evaluation.recovery import recovery_attack  # noqa: E402
 from unlearn_jax.models import make_model  # noqa: E402
 from unlearn_jax.optim import Recipe  # noqa: E402

@@ -8,15 +8,14 @@ import pytest
 from unlearn_jax.data.splits import ForgetSpec, make_splits
 from unlearn_jax.evaluation import prototypes, registry, suite
 from unlearn_jax.evaluation.outputs import model_outputs
+from unlearn_jax.evaluation.pra_geometry import head_row_norms, same_class_cosine
 from unlearn_jax.evaluation.prototypes import (
   ALPHAS,
   PRASettings,
   edit_head,
-  head_row_norms,
   pra_grid,
   prototype,
   prototypical_relearning,
-  same_class_cosine,
 )
 from unlearn_jax.objectives.losses import dispersion
 

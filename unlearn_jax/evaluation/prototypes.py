@@ -12,15 +12,11 @@ K = 5 shots from D_f, α = 0.5 for the original, 1.0 for Retrain, 0.8 for Spotte
 values) and, as our choice, Spotter's 0.8 for every other method (``PRASettings.ref_alpha``,
 ``ref_alphas``). The reference setting is a point of the default grid, so it costs nothing extra.
 
-Two numbers explain a fixed-α result (docs/math.md §2.4): the cosine edit writes a unit-norm
-row W[:, c], so at a fixed α its effect depends on the norms of the head's rows
-(:func:`head_row_norms`; rescaling the head changes no prediction but moves the fixed-α attack),
-and on how concentrated the forget features are (:func:`same_class_cosine`, Spotter's L_disp over
-all of D_f).
+Two numbers explain a fixed-α result (docs/math.md §2.4): the norms of the head's rows and how
+concentrated the forget features are (:mod:`~unlearn_jax.evaluation.pra_geometry`).
 """
 
 import dataclasses
-import functools
 from collections.abc import Mapping, Sequence
 
 import jax
@@ -29,7 +25,7 @@ import numpy as np
 
 from unlearn_jax import seeding
 from unlearn_jax.data.splits import Splits
-from unlearn_jax.evaluation import registry
+from unlearn_jax.evaluation import pra_geometry, registry
 from unlearn_jax.evaluation.outputs import model_outputs
 from unlearn_jax.models import Model, apply_head, final_layer
 from unlearn_jax.objectives.losses import safe_normalize
@@ -62,53 +58,6 @@ def prototype(shot_features: jax.Array) -> jax.Array:
   Array([1., 0.], dtype=float32)
   """
   return safe_normalize(jnp.mean(shot_features, axis=-2))
-
-
-def head_row_norms(params, forget_classes: Sequence[int]) -> dict[str, float]:
-  """‖W[:, c]‖₂ of the head's class rows: {"forget": mean over 𝒞_f, "kept": mean over the
-  other classes}; with the prototype's unit norm they set how far a fixed-α edit moves s_c.
-
-  Raises:
-    ValueError: no ``head``, or class ids outside 0..C−1.
-  """
-  kernel, _ = final_layer(params)
-  norms = np.linalg.norm(np.asarray(kernel, np.float64), axis=0)
-  forget = np.zeros(len(norms), bool)
-  classes = np.asarray(tuple(forget_classes), np.int64)
-  if np.any((classes < 0) | (classes >= len(norms))):
-    raise ValueError(f"forget_classes: {tuple(classes.tolist())} has ids outside "
-                     f"0..{len(norms) - 1}.")
-  forget[classes] = True
-  return {"forget": float(norms[forget].mean()) if forget.any() else float("nan"),
-          "kept": float(norms[~forget].mean()) if (~forget).any() else float("nan")}
-
-
-@functools.partial(jax.jit, static_argnames="num_classes")
-def same_class_cosine(features: jax.Array, labels: jax.Array, *, num_classes: int) -> jax.Array:
-  """Mean cos(z_i, z_j) over ordered same-class pairs i ≠ j: Spotter's L_disp (math.md §2.3) of a
-  whole set, without its n×n Gram matrix.
-
-  Per class c with unit rows ẑ_i (ε-guarded, so a zero row counts as cosine 0):
-  Σ_{i≠j} cos = ‖Σ_i ẑ_i‖² − Σ_i ‖ẑ_i‖², over n_c(n_c − 1) pairs; classes are pooled as sums over
-  counts. 1 for identical features, 0 for an orthonormal set.
-
-  Args:
-    features: Z [n, d]. labels: int [n]. num_classes: C.
-
-  Returns:
-    A scalar; 0 when no class has two examples.
-
-  >>> same_class_cosine(jnp.array([[1.0, 0.0], [2.0, 0.0], [0.0, 1.0]]), jnp.array([0, 0, 1]),
-  ...                   num_classes=2).round(4)
-  Array(1., dtype=float32)
-  """
-  unit = safe_normalize(features)
-  sums = jax.ops.segment_sum(unit, labels, num_segments=num_classes)
-  squares = jax.ops.segment_sum(jnp.sum(unit * unit, axis=-1), labels, num_segments=num_classes)
-  counts = jax.ops.segment_sum(jnp.ones(labels.shape, unit.dtype), labels,
-                               num_segments=num_classes)
-  pairs = jnp.sum(counts * (counts - 1.0))
-  return jnp.sum(jnp.sum(sums * sums, axis=-1) - squares) / jnp.maximum(pairs, 1.0)
 
 
 def rule_targets(prototypes: jax.Array, l2) -> tuple[jax.Array, jax.Array]:
@@ -309,16 +258,7 @@ def prototypical_relearning(model: Model, params, model_state, splits: Splits, *
   """
   sets = _feature_sets(model, params, model_state, splits, batch_size=batch_size, mesh=mesh)
   return pra_grid(params, sets, splits.forget_classes, seed=seed, **grid_options) | {
-      "geometry": _geometry(model, params, sets, splits.forget_classes)}
-
-
-def _geometry(model: Model, params, sets, forget_classes) -> dict[str, float]:
-  """θ_u's head row norms (:func:`head_row_norms`) and D_f feature cosine
-  (:func:`same_class_cosine`)."""
-  norms = head_row_norms(params, forget_classes)
-  cosine = same_class_cosine(sets["forget"][0], sets["forget"][1], num_classes=model.num_classes)
-  return {"head_norm_forget": norms["forget"], "head_norm_kept": norms["kept"],
-          "forget_cosine": float(cosine)}
+      "geometry": pra_geometry.geometry(model, params, sets, splits.forget_classes)}
 
 
 def _feature_sets(model: Model, params, model_state, splits: Splits, *, batch_size: int = 512,
@@ -435,7 +375,7 @@ def _evaluate(model: Model, params, model_state, context, settings: PRASettings,
   if ref is None:  # K or α off the grid: the same draws, one more (small) program
     ref = pra_reference(params, sets, splits.forget_classes, seed=seed, alpha=alpha,
                         shots=settings.ref_shots, num_draws=settings.num_draws)
-  geometry = _geometry(model, params, sets, splits.forget_classes)
+  geometry = pra_geometry.geometry(model, params, sets, splits.forget_classes)
   strongest = pra["strongest"]
   found = strongest is not None
   metrics = {"PRA/forget": strongest["forget"] if found else None,
@@ -492,6 +432,6 @@ METRIC = registry.register(registry.Metric(
 
 
 __all__ = ["ALPHAS", "METRIC", "MODES", "PRASettings", "REF_ALPHA", "REF_ALPHAS", "REF_SHOTS",
-           "SHOTS", "edit_head", "final_layer", "head_row_norms", "plot_pra", "pra_curve",
-           "pra_grid", "pra_reference", "prototype", "prototypical_relearning", "reference_alpha",
-           "rule_targets", "same_class_cosine", "strongest_at"]
+           "SHOTS", "edit_head", "final_layer", "plot_pra", "pra_curve", "pra_grid",
+           "pra_reference", "prototype", "prototypical_relearning", "reference_alpha",
+           "rule_targets", "strongest_at"]
