@@ -121,8 +121,17 @@ def test_residuals_against_retrains_noise_floor():
 def test_plug_and_play_needs_pairs():
   assert claims.check_plug_and_play(_summary({"ft": {}})).verdict.startswith("not checkable")
   s = _summary({"ft": {"OU/pgd": [0.04] * 3, "UA": [100.0] * 3},
-                "spotter_plus_ft": {"OU/pgd": [0.01, 0.01, 0.05], "UA": [100.0] * 3}})
-  assert claims.check_plug_and_play(s).verdict.endswith("(fails on 7)")
+                "spotter_plus_ft": {"OU/pgd": [0.01, 0.01, 0.05], "UA": [100.0] * 3},
+                "ga": {"OU/pgd": [0.04] * 3, "UA": [96.0] * 3},
+                "spotter_plus_ga": {"OU/pgd": [0.01] * 3, "UA": [95.5, 95.5, 94.0]}})
+  finding = claims.check_plug_and_play(s)
+  assert finding.verdict.endswith("(fails on 7)")
+  # Per method: GA's UA falls 2 points on class 7 (more than 1), FT's OU@ε rises there.
+  assert finding.note == "Holds in every trial for no method; not for ft (fails on 7); ga (fails " \
+                         "on 7)."
+  s["models"]["spotter_plus_ft"]["metrics"]["OU/pgd"] = [0.01] * 3
+  assert claims.check_plug_and_play(s).note == "Holds in every trial for ft; not for ga (fails " \
+                                               "on 7)."
 
 
 def test_page_says_not_run_yet_and_invents_no_number():

@@ -212,20 +212,30 @@ def check_no_retain(summary: dict) -> Finding:
 
 def check_plug_and_play(summary: dict) -> Finding:
   """For every method X run with its "spotter_plus_X": a lower OU@ε (PGD) and UA no more than
-  1 point lower than X's, every trial."""
+  1 point lower than X's, every trial; the note names the methods X for which it holds in every
+  trial and the trials where it fails for the others."""
   pairs = [n for n in summary["models"] if f"spotter_plus_{n}" in summary["models"]]
   if not pairs:
     return Finding("not checkable: the summary has no method X beside spotter_plus_X")
-  ok, numbers = [True] * len(summary["seeds"]), []
+  ok, numbers, per_method = [True] * len(summary["seeds"]), [], {}
   for x in pairs:
     plus = f"spotter_plus_{x}"
+    held = []
     for t in range(len(ok)):
       a, b = (_number(values(summary, m, "OU/pgd")[t]) for m in (x, plus))
       ua_a, ua_b = (_number(values(summary, m, "UA")[t]) for m in (x, plus))
-      ok[t] = ok[t] and None not in (a, b, ua_a, ua_b) and b < a and ua_b >= ua_a - 1.0
+      held.append(None not in (a, b, ua_a, ua_b) and b < a and ua_b >= ua_a - 1.0)
+    ok = [o and h for o, h in zip(ok, held, strict=True)]
+    per_method[x] = held
     numbers += [(f"{x} OU PGD", values(summary, x, "OU/pgd"), ".4f"),
                 (f"{plus} OU PGD", values(summary, plus, "OU/pgd"), ".4f")]
-  return Finding(verdict(ok, summary), tuple(numbers))
+  always = [x for x, held in per_method.items() if all(held)]
+  classes = [_classes(c) for c in summary["forget_classes"]]
+  others = [f"{x} (fails on {', '.join(c for c, h in zip(classes, held, strict=True) if not h)})"
+            for x, held in per_method.items() if not all(held)]
+  note = (f"Holds in every trial for {', '.join(always) or 'no method'}"
+          + (f"; not for {'; '.join(others)}." if others else "."))
+  return Finding(verdict(ok, summary), tuple(numbers), note=note)
 
 
 def check_recovery(summary: dict) -> Finding:
