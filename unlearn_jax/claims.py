@@ -314,6 +314,13 @@ def _mean_std(xs: Sequence) -> tuple[float | None, float | None]:
   return (float(np.mean(xs)), float(np.std(xs))) if xs else (None, None)
 
 
+def _gaps_to_retrain(summary: dict, model: str, key: str) -> list[float | None]:
+  """Per trial, ``model``'s ``key`` minus Retrain's (None where either is missing)."""
+  pairs = zip(values(summary, model, key), values(summary, "retrain", key), strict=True)
+  return [None if _number(a) is None or _number(r) is None else _number(a) - _number(r)
+          for a, r in pairs]
+
+
 def check_composed(summary: dict, model: str = COMPOSED_METHOD) -> Finding:
   """``model`` within Retrain's reach on every attack and keeps its accuracy, every trial: each
   attack's value ≤ Retrain's mean + RETRAIN_SIGMAS std over the trials (attacks it is not run
@@ -337,16 +344,12 @@ def check_composed(summary: dict, model: str = COMPOSED_METHOD) -> Finding:
                  f"{bar:.4g})", values(summary, "retrain", key),
                  ".4f" if key == "OU/pgd" else ".1f")]
   for key in ("RA", "TA"):
-    for t, (a, r) in enumerate(zip(values(summary, model, key), values(summary, "retrain", key),
-                                   strict=True)):
-      a, r = _number(a), _number(r)
-      if a is None or r is None or a < r - RETAIN_MARGIN:
+    gaps = _gaps_to_retrain(summary, model, key)
+    for t, gap in enumerate(gaps):
+      if gap is None or gap < -RETAIN_MARGIN:
         ok[t] = False
         short.append(f"{key} (trial {t})")
-    numbers.append((f"{model} {key} − Retrain's", [
-        None if _number(a) is None or _number(r) is None else _number(a) - _number(r)
-        for a, r in zip(values(summary, model, key), values(summary, "retrain", key),
-                        strict=True)], ".1f"))
+    numbers.append((f"{model} {key} − Retrain's", gaps, ".1f"))
   ua = [_number(v) for v in values(summary, model, "UA")]
   ok = [o and u is not None and u >= OUTPUT_UA for o, u in zip(ok, ua, strict=True)]
   note = f"Short of the target on: {', '.join(dict.fromkeys(short))}." if short else ""
@@ -367,9 +370,7 @@ def check_ulira(summary: dict, model: str = COMPOSED_METHOD) -> Finding:
              ("Retrain U-LiRA acc. (± over target models)", values(summary, "retrain", key),
               ".3f")]
   for name in ("RA", "TA"):
-    gaps = [None if _number(a) is None or _number(r) is None else _number(a) - _number(r)
-            for a, r in zip(values(summary, model, name), values(summary, "retrain", name),
-                            strict=True)]
+    gaps = _gaps_to_retrain(summary, model, name)
     ok = [o and g is not None and g >= -RETAIN_MARGIN for o, g in zip(ok, gaps, strict=True)]
     numbers.append((f"{model} {name} − Retrain's", gaps, ".1f"))
   return Finding(verdict(ok, summary), tuple(numbers))
