@@ -3,7 +3,7 @@ name, the reference-PRA explanation, and a page that invents no number."""
 
 import pytest
 
-from unlearn_jax import claims
+from unlearn_jax import claims, claims_page
 
 CLASSES = ([0], [3], [7])
 
@@ -135,14 +135,14 @@ def test_plug_and_play_needs_pairs():
 
 
 def test_page_says_not_run_yet_and_invents_no_number():
-  page = claims.render_claims({})
+  page = claims_page.render_claims({})
   for claim in claims.CLAIMS:
     for name in claim.experiments:
       assert f"not run yet (needs results/{name}.json)" in page
   rows = [line for line in page.splitlines() if "not run yet" in line]
   assert rows and all("| — | — | not run yet" in line and line.endswith("| — |") for line in rows)
   s = _pra((2.0, 3.0, 4.0), (85.0, 80.0, 90.0), (60.0, 40.0, 50.0), (62.0, 45.0, 52.0))
-  page = claims.render_claims({"fashion_mnist_class": s})
+  page = claims_page.render_claims({"fashion_mnist_class": s})
   row = next(line for line in page.splitlines() if line.startswith("| PRA defeated")
              and "fashion_mnist_class" in line)
   assert "Spotter PRA ref.: 3.0 ± 0.8" in row and "holds only at the reference setting" in row
@@ -152,7 +152,7 @@ def test_page_says_not_run_yet_and_invents_no_number():
 
 @pytest.mark.parametrize("classes, bar", [(CLASSES, False), (([0],), True)])
 def test_setting_names_the_bar_of_three_classes(classes, bar):
-  text = claims.setting(_summary({}, classes=classes))
+  text = claims_page.setting(_summary({}, classes=classes))
   assert ("below the bar of 3 forget classes" in text) == bar
 
 

@@ -26,7 +26,7 @@ import re
 
 import numpy as np
 
-from unlearn_jax.claims import render_claims
+from unlearn_jax.claims_page import render_claims
 from unlearn_jax.methods import METHODS
 from unlearn_jax.methods.registry import BASE_PROFILE
 from unlearn_jax.summaries import load_summaries, markdown_table, numbers, present
