@@ -218,13 +218,15 @@ def test_batch_not_divisible_by_devices_is_a_clear_error(digits):
 
 
 @pytest.mark.slow
-def test_fashion_mnist_small_cnn_reaches_88_percent(data_dir):
+def test_fashion_mnist_small_cnn_reaches_85_percent_in_one_epoch(data_dir):
+  """Real Fashion-MNIST, the originals' recipe cut to one epoch of the three (87.1 % on this
+  machine; the three-epoch originals of the recorded tables reach about 90 %)."""
   data = load_dataset("fashion_mnist", data_dir=data_dir)
   model = make_model("small_cnn", num_classes=10, input_shape=data.image_shape, mean=data.mean,
                      std=data.std)
-  state, _ = train_classifier(model, data.train, Recipe(epochs=3, batch_size=128), seed=0,
+  state, _ = train_classifier(model, data.train, Recipe(epochs=1, batch_size=128), seed=0,
                               progress=False)
-  assert accuracy(model, state.params, state.model_state, data.test) >= 88.0
+  assert accuracy(model, state.params, state.model_state, data.test) >= 85.0
 
 
 def test_uint8_data_trains_exactly_as_float_data(digits, digits_model):
