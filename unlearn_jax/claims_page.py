@@ -8,10 +8,14 @@ from unlearn_jax.paper_gap import render_paper_gap
 from unlearn_jax.summaries import cell
 
 
+def _trial_classes(summary: dict) -> str:
+  return " / ".join(classes_label(k) for k in summary["forget_classes"])
+
+
 def setting(summary: dict) -> str:
   """Data, model, forget classes per trial and the number of trials, in words."""
   c = summary["config"]
-  classes = " / ".join(classes_label(k) for k in summary["forget_classes"])
+  classes = _trial_classes(summary)
   n = len(summary["seeds"])
   distinct = len({tuple(k) for k in summary["forget_classes"]})
   bar = "" if distinct >= MIN_CLASSES else f" (below the bar of {MIN_CLASSES} forget classes)"
@@ -59,8 +63,7 @@ def render_claims(summaries: dict[str, dict], claims: Sequence[Claim] = CLAIMS) 
         per_trial = "; ".join(f"{label} " + " / ".join(cell([v], fmt) for v in vals)
                               for label, vals, fmt in finding.numbers)
         if per_trial and len(summary["seeds"]) > 1:
-          details.append(f"- {claim.text}, {name} (trials: classes "
-                         f"{' / '.join(classes_label(k) for k in summary['forget_classes'])}): "
+          details.append(f"- {claim.text}, {name} (trials: classes {_trial_classes(summary)}): "
                          f"{per_trial}.")
     lines.append("")
   lines += render_paper_gap(summaries)
